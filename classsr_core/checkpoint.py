@@ -1,0 +1,148 @@
+"""Self-describing checkpoints: safetensors weights with the config that rebuilds the model.
+
+Every file is written to a temporary name beside its target and renamed, so an interrupted
+write never leaves a half-written checkpoint under the real name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from classsr_core.errors import CheckpointError
+
+FORMAT = "classsr/1"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+@contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def save_state(state: dict[str, torch.Tensor], path: str | Path, meta: dict[str, Any]) -> None:
+    """Save tensors with JSON metadata (safetensors stores string metadata only)."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "config": json.dumps(meta)})
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({exc}); official .pth files load "
+            "with ClassWrapper.from_official or `classsr convert-official`"
+        ) from None
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise CheckpointError(
+            f"{path} has no classsr config in its metadata; it was not written by "
+            "ClassWrapper.save. Build the model yourself and use load_state_dict."
+        )
+    return state, json.loads(meta["config"])
+
+
+def save_model(model, path: str | Path, extra: dict[str, Any] | None = None) -> None:
+    if model.spec is None:
+        raise CheckpointError(
+            "this model was built from explicit branch modules and cannot be rebuilt from a "
+            "config; save its state_dict with safetensors instead"
+        )
+    save_state(model.state_dict(), path, {"model": model.spec, **(extra or {})})
+
+
+def load_into(model, state: dict[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict(strict)`` with an error that names the first mismatching keys."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}), first: {missing[:3]}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}), first: {unexpected[:3]}")
+        if wrong:
+            k = wrong[0]
+            parts.append(
+                f"shape mismatch ({len(wrong)}), first: {k} is {tuple(state[k].shape)} "
+                f"in the file, {tuple(own[k].shape)} in the model"
+            )
+        raise CheckpointError(f"{source} does not match the model: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+
+
+def shipped_models() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(WEIGHTS_DIR.glob("*.safetensors"))}
+
+
+def load_model(name_or_path: str | Path, device: str | torch.device | None = None):
+    """Load a model saved with :meth:`ClassWrapper.save`, or a shipped model by name."""
+    from classsr_core.device import pick_device
+    from classsr_core.wrapper import ClassWrapper
+
+    path = Path(name_or_path)
+    if not path.is_file():
+        shipped = shipped_models()
+        if str(name_or_path) not in shipped:
+            names = ", ".join(shipped) or "none"
+            raise CheckpointError(
+                f"{name_or_path} is neither a file nor a shipped model (shipped: {names})"
+            )
+        path = shipped[str(name_or_path)]
+    state, meta = read_checkpoint(path)
+    spec = dict(meta["model"])
+    backbone = spec.pop("backbone")
+    if ":" in backbone and backbone.split(":")[0] not in ("basicsr", "timm"):
+        backbone = _import_object(backbone)
+    model = ClassWrapper(backbone, **spec)
+    load_into(model, state, str(path))
+    model.checkpoint_meta = meta
+    return model.to(pick_device(device)).eval()
+
+
+def _import_object(ref: str):
+    """Import ``module:qualname`` (a user's own backbone class named in their checkpoint)."""
+    import importlib
+
+    module, _, qual = ref.partition(":")
+    try:
+        obj = importlib.import_module(module)
+        for part in qual.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise CheckpointError(
+            f"the checkpoint's backbone {ref} cannot be imported ({exc}); make it importable "
+            "or register it as a plugin"
+        ) from None
+    return obj

@@ -1,0 +1,53 @@
+"""Input validation shared by every entry point, with messages that name the fix."""
+
+from __future__ import annotations
+
+import torch
+
+from classsr_core.errors import InputError
+
+
+def check_image_tensor(x: torch.Tensor, channels: int, name: str = "image") -> torch.Tensor:
+    """Return ``x`` as (N, C, H, W); raise :class:`InputError` on anything we cannot process."""
+    if not isinstance(x, torch.Tensor):
+        raise InputError(
+            f"{name} must be a torch.Tensor or a uint8 numpy array, got {type(x).__name__}"
+        )
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dim() != 4:
+        raise InputError(
+            f"{name} must be 3D (C, H, W) or 4D (N, C, H, W), got shape {tuple(x.shape)}"
+        )
+    if x.shape[1] != channels:
+        raise InputError(
+            f"{name} has {x.shape[1]} channels but the model expects {channels}; "
+            "convert it (e.g. grey -> RGB, drop alpha) or build the model with "
+            f"in_channels={x.shape[1]}"
+        )
+    if x.shape[2] < 1 or x.shape[3] < 1:
+        raise InputError(f"{name} is empty: shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise InputError(f"{name} must be a float tensor in [0, 1], got dtype {x.dtype}")
+    if not torch.isfinite(x).all():
+        raise InputError(f"{name} contains NaN or Inf values; clean the input first")
+    return x
+
+
+def check_increasing(values: list, what: str) -> None:
+    if not values:
+        raise InputError(f"{what} is empty: give at least one value, cheapest branch first")
+    if any(b <= a for a, b in zip(values, values[1:])):
+        raise InputError(
+            f"{what} must be strictly increasing (cheapest branch first), got {list(values)}"
+        )
+
+
+def check_tiling(patch_size: int, stride: int) -> None:
+    if patch_size < 1:
+        raise InputError(f"patch size must be positive, got {patch_size}")
+    if stride < 1 or stride > patch_size:
+        raise InputError(
+            f"stride {stride} must be between 1 and the patch size {patch_size}; a larger "
+            "stride would leave gaps between patches"
+        )

@@ -1,0 +1,39 @@
+"""The paper's Class-Module: five convolutions, global average pooling and a linear layer."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ClassModule(nn.Module):
+    """ClassSR's patch classifier (60,035 parameters for 3 classes on RGB).
+
+    Conv 4x4/4 (C->128) + LeakyReLU, three 1x1 (128->128) + LeakyReLU, 1x1 (128->32),
+    average pooling over the whole map, Linear(32, M). ``input_scale`` multiplies the input
+    first (the official RCAN variant sees x/255 because its network ran on 0..255).
+    """
+
+    def __init__(self, num_classes: int = 3, in_channels: int = 3, input_scale: float = 1.0):
+        super().__init__()
+        self.input_scale = input_scale
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, 128, 4, 4), nn.LeakyReLU(0.1, True)]
+        for _ in range(3):
+            layers += [nn.Conv2d(128, 128, 1), nn.LeakyReLU(0.1, True)]
+        layers.append(nn.Conv2d(128, 32, 1))
+        self.body = nn.Sequential(*layers)
+        self.fc = nn.Linear(32, num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # As the official code: Kaiming, scaled by 0.1, so early routing is near uniform.
+        for m in self.body:
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
+                m.weight.data.mul_(0.1)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_scale != 1.0:
+            x = x * self.input_scale
+        return self.fc(self.body(x).mean(dim=(2, 3)))

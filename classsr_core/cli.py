@@ -1,0 +1,48 @@
+"""The ``classsr`` command line. Each sub-command lives in ``classsr_core/commands/<name>.py``
+with ``add_parser(subparsers)`` and ``run(args) -> int``; command modules import torch and the
+rest inside ``run`` so that ``classsr --help`` and ``classsr plugins`` start fast."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from classsr_core.errors import ClassSRError
+
+COMMANDS = ["plugins"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="classsr",
+        description="Make low-level vision networks cheaper on large images.",
+    )
+    from classsr_core import __version__
+
+    parser.add_argument("--version", action="version", version=f"classsr {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"classsr_core.commands.{name}")
+        module.add_parser(sub).set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except ClassSRError as exc:
+        print(f"classsr {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

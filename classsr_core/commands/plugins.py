@@ -1,0 +1,29 @@
+"""``classsr plugins [--json]``: every plugin, where it came from, and what it registered."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_parser(sub):
+    p = sub.add_parser("plugins", help="list installed plugins and what they register")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    return p
+
+
+def run(args) -> int:
+    from classsr_core.plugins import KINDS, get_registry
+
+    rows = get_registry().describe()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        origin = f"{row['dist']} {row['version']}" if row["dist"] else "unknown distribution"
+        print(f"{row['name']}  ({origin})")
+        if row.get("error"):
+            print(f"    FAILED TO LOAD: {row['error']}")
+        for kind in KINDS:
+            if row[kind]:
+                print(f"    {kind}: {', '.join(row[kind])}")
+    return 0

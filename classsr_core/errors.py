@@ -1,0 +1,21 @@
+"""Exceptions with messages that name the problem and the fix."""
+
+
+class ClassSRError(Exception):
+    """Base class of every error classsr raises on purpose."""
+
+
+class PluginError(ClassSRError):
+    """A plugin is unknown, broken, or clashes with another."""
+
+
+class ConfigError(ClassSRError):
+    """A configuration file or value is invalid."""
+
+
+class InputError(ClassSRError, ValueError):
+    """An image or tensor given to a model cannot be processed."""
+
+
+class CheckpointError(ClassSRError):
+    """A checkpoint does not match the model it is loaded into."""

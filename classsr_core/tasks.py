@@ -1,0 +1,41 @@
+"""What a task is: how a degraded input is made from a clean image, and how it is scored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Task:
+    """Base class of task plugins. ``scale`` is the output/input size ratio (1: restoration)."""
+
+    name: str = "task"
+    scale: int = 1
+
+    def modcrop(self, hr: np.ndarray) -> np.ndarray:
+        """Crop an HWC image so that both sides are multiples of ``scale``."""
+        h, w = hr.shape[:2]
+        return hr[: h - h % self.scale, : w - w % self.scale]
+
+    def make_input(self, hr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The degraded input for a clean HWC float32 image in [0, 1]."""
+        raise NotImplementedError
+
+    def crop_border(self) -> int:
+        """Pixels cropped at each border before scoring (the SR convention: ``scale``)."""
+        return self.scale
+
+    def score(self, out: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+        """PSNR and SSIM (RGB, 0..255) with basicsr's metrics."""
+        from classsr_core._basicsr import metrics
+
+        psnr, ssim = metrics()
+        a = np.clip(out * 255.0, 0, 255).round()
+        b = np.clip(ref * 255.0, 0, 255).round()
+        border = self.crop_border()
+        return {
+            "psnr": float(psnr(a, b, crop_border=border, input_order="HWC")),
+            "ssim": float(ssim(a, b, crop_border=border, input_order="HWC")),
+        }

@@ -1,0 +1,267 @@
+"""ClassWrapper: a classifier and M branches of one backbone, cheapest first.
+
+Training mode returns the soft mix ``sum_i p_i * branch_i(x)`` (the paper's eq. 1) and the
+probabilities; eval mode routes each patch by argmax and runs every branch once, on the
+batch of its own patches. Whole images go through :meth:`ClassWrapper.infer` (the tile
+engine in :mod:`classsr_core.tiling`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from classsr_core.checks import check_increasing, check_tiling
+from classsr_core.errors import InputError
+from classsr_core.plugins import lookup, resolve
+
+# Which branch generator a keyword of ClassWrapper selects.
+_GENERATOR_KEYWORDS = {"widths": "width", "depths": "depth", "width_depths": "width_depth"}
+
+
+class ClassWrapper(nn.Module):
+    """Wrap a backbone into a ClassSR model.
+
+    Args:
+        backbone: a registered backbone name (see ``classsr plugins``), or any ``nn.Module``
+            class / callable that takes the width as the keyword ``width_arg``.
+        widths: one width per branch, increasing (the ``width`` generator).
+        depths: one block count per branch (the ``depth`` generator).
+        width_depths: ``(width, depth)`` pairs (the ``width_depth`` generator).
+        scale: upscaling factor (1 for denoising / deblocking).
+        classifier: a registered classifier name (``classsr`` or ``timm:<model>``).
+        width_arg, depth_arg: the backbone's keyword names; registered backbones declare them.
+        branches: explicit branch modules instead of a backbone.
+        patch_size, stride: the tiling used by :meth:`infer` (32 / 28 as the paper).
+        backbone_kwargs, classifier_kwargs: passed on to the factories.
+    """
+
+    def __init__(
+        self,
+        backbone: str | Callable[..., nn.Module] | None = None,
+        widths: Sequence[int] | None = None,
+        *,
+        depths: Sequence[int] | None = None,
+        width_depths: Sequence[Sequence[int]] | None = None,
+        scale: int = 4,
+        classifier: str = "classsr",
+        width_arg: str | None = None,
+        depth_arg: str | None = None,
+        branches: Sequence[nn.Module] | None = None,
+        in_channels: int = 3,
+        patch_size: int = 32,
+        stride: int = 28,
+        backbone_kwargs: dict[str, Any] | None = None,
+        classifier_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        check_tiling(patch_size, stride)
+        if scale < 1 or int(scale) != scale:
+            raise InputError(f"scale must be a positive integer, got {scale}")
+        self.scale = int(scale)
+        self.in_channels = in_channels
+        self.patch_size = patch_size
+        self.stride = stride
+        backbone_kwargs = dict(backbone_kwargs or {})
+        classifier_kwargs = dict(classifier_kwargs or {})
+
+        if branches is not None:
+            if backbone is not None:
+                raise InputError("give either a backbone or explicit branches, not both")
+            if not branches:
+                raise InputError("branches is empty: give at least one module")
+            self.branches = nn.ModuleList(branches)
+            self.spec: dict[str, Any] | None = None  # explicit modules cannot be rebuilt
+        else:
+            if backbone is None:
+                raise InputError("ClassWrapper needs a backbone name or class, or branches=[...]")
+            factory, meta, backbone_name = _resolve_backbone(backbone, width_arg, depth_arg)
+            gen_name, values = _pick_generator(widths, depths, width_depths)
+            scales = meta.get("scales")
+            if scales is not None and self.scale not in scales:
+                raise InputError(
+                    f"backbone {backbone_name!r} cannot upscale by {self.scale}; "
+                    f"it supports scales {sorted(scales)}"
+                )
+            gen = lookup("branch_generators", gen_name).factory
+            branch_kwargs = gen(
+                values, width_arg=meta.get("width_arg"), depth_arg=meta.get("depth_arg")
+            )
+            built = [
+                _call_factory(factory, self.scale, in_channels, {**backbone_kwargs, **kw})
+                for kw in branch_kwargs
+            ]
+            if scales is None:  # an unregistered class: check what it really does
+                _probe_scale(built[0], self.scale, in_channels, backbone_name)
+            self.branches = nn.ModuleList(built)
+            self.spec = {
+                "backbone": backbone_name,
+                gen_name_to_keyword(gen_name): _plain(values),
+                "scale": self.scale,
+                "classifier": classifier,
+                "in_channels": in_channels,
+                "patch_size": patch_size,
+                "stride": stride,
+                "backbone_kwargs": backbone_kwargs,
+                "classifier_kwargs": classifier_kwargs,
+            }
+            if not isinstance(backbone, str):
+                self.spec["width_arg"] = width_arg
+                self.spec["depth_arg"] = depth_arg
+
+        self.num_classes = len(self.branches)
+        if self.num_classes > 1:
+            factory, _ = resolve("classifiers", classifier)
+            self.classifier: nn.Module | None = factory(
+                num_classes=self.num_classes,
+                in_channels=in_channels,
+                patch_size=patch_size,
+                **classifier_kwargs,
+            )
+        else:  # one branch is the plain "-O" network: nothing to route
+            self.classifier = None
+
+    # -- patches -----------------------------------------------------------------------
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, M)`` for patches ``(N, C, p, p)``."""
+        if self.classifier is None:
+            return x.new_zeros(x.shape[0], 1)
+        return self.classifier(x)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training: ``(soft mix, probs)``. Eval: ``(hard-routed output, classes)``."""
+        logits = self.classify(x)
+        if self.training:
+            probs = logits.softmax(dim=1)
+            out = sum(probs[:, i, None, None, None] * b(x) for i, b in enumerate(self.branches))
+            return out, probs
+        classes = logits.argmax(dim=1)
+        return self.run_routed(x, classes), classes
+
+    def run_routed(self, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Run each branch once, on the batch of patches routed to it."""
+        n, c, h, w = x.shape
+        out = x.new_empty(n, c, h * self.scale, w * self.scale)
+        for i, branch in enumerate(self.branches):
+            idx = (classes == i).nonzero(as_tuple=True)[0]
+            if idx.numel():
+                out[idx] = branch(x[idx])
+        return out
+
+    # -- images ------------------------------------------------------------------------
+    def infer(self, image, **options):
+        """Run a whole image through the tile engine; see :func:`classsr_core.tiling.infer`."""
+        from classsr_core.tiling import infer
+
+        return infer(self, image, **options)
+
+    def upscale(self, image, **options):
+        """``(output, result)``: the output image and the full :class:`InferResult`."""
+        result = self.infer(image, **options)
+        return result.output, result
+
+    # -- persistence -------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write weights and the config that rebuilds the model, atomically (safetensors)."""
+        from classsr_core.checkpoint import save_model
+
+        save_model(self, path)
+
+    @classmethod
+    def from_official(cls, path, arch: str, **kwargs) -> ClassWrapper:
+        """Load an official ClassSR checkpoint (``.pth``, read with ``weights_only=True``)."""
+        from classsr_core.official import from_official
+
+        return from_official(path, arch=arch, **kwargs)
+
+    def extra_repr(self) -> str:
+        return (
+            f"scale={self.scale}, branches={self.num_classes}, "
+            f"patch={self.patch_size}/{self.stride}"
+        )
+
+
+def gen_name_to_keyword(gen_name: str) -> str:
+    return {v: k for k, v in _GENERATOR_KEYWORDS.items()}[gen_name]
+
+
+def _pick_generator(widths, depths, width_depths) -> tuple[str, list]:
+    given = {
+        k: v
+        for k, v in {"widths": widths, "depths": depths, "width_depths": width_depths}.items()
+        if v is not None
+    }
+    if len(given) != 1:
+        raise InputError(
+            "give exactly one of widths=[...], depths=[...] or width_depths=[(w, d), ...] "
+            f"(got {', '.join(given) or 'none'})"
+        )
+    keyword, values = next(iter(given.items()))
+    values = list(values)
+    if keyword == "width_depths":
+        if not values:
+            raise InputError("width_depths is empty: give at least one (width, depth) pair")
+        costs = [tuple(v) for v in values]
+        if any(len(v) != 2 for v in costs):
+            raise InputError(f"width_depths must be (width, depth) pairs, got {values}")
+    else:
+        check_increasing(values, keyword)
+    return _GENERATOR_KEYWORDS[keyword], values
+
+
+def _resolve_backbone(backbone, width_arg, depth_arg):
+    if isinstance(backbone, str):
+        factory, meta = resolve("backbones", backbone)
+        if width_arg:
+            meta["width_arg"] = width_arg
+        if depth_arg:
+            meta["depth_arg"] = depth_arg
+        return factory, meta, backbone
+    if not callable(backbone):
+        raise InputError(f"backbone must be a registered name or a callable, got {backbone!r}")
+    meta = {"width_arg": width_arg, "depth_arg": depth_arg, "scales": None}
+    module = getattr(backbone, "__module__", "?")
+    name = f"{module}:{getattr(backbone, '__qualname__', repr(backbone))}"
+    return backbone, meta, name
+
+
+def _call_factory(factory, scale: int, in_channels: int, kwargs: dict) -> nn.Module:
+    """Call a backbone factory, passing scale / in_channels only where it takes them."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    extra = {}
+    for key, value in (("scale", scale), ("in_channels", in_channels)):
+        if key in params or takes_any:
+            extra[key] = value
+    if None in kwargs:
+        raise InputError(
+            "this backbone declares no width/depth argument; pass width_arg=... (or depth_arg=...)"
+        )
+    return factory(**extra, **kwargs)
+
+
+@torch.no_grad()
+def _probe_scale(module: nn.Module, scale: int, in_channels: int, name: str) -> None:
+    x = torch.zeros(1, in_channels, 8, 8)
+    was_training = module.training
+    module.eval()
+    try:
+        y = module(x)
+    finally:
+        module.train(was_training)
+    if y.shape[-2:] != (8 * scale, 8 * scale):
+        raise InputError(
+            f"backbone {name} maps 8x8 to {tuple(y.shape[-2:])}, not {8 * scale}x{8 * scale}: "
+            f"it cannot upscale by {scale}; pass the scale argument it needs"
+        )
+
+
+def _plain(values):
+    return [list(v) if isinstance(v, (tuple, list)) else v for v in values]

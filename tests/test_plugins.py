@@ -1,0 +1,273 @@
+"""The plugin system: every hook spec, entry points, failures, clashes, blocking."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from classsr_core import hookimpl, hookspecs
+from classsr_core.errors import PluginError
+from classsr_core.plugins import KINDS, Registry, get_registry, lookup, reset_registry
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _plugin(**hooks) -> types.SimpleNamespace:
+    return types.SimpleNamespace(**{name: hookimpl(fn) for name, fn in hooks.items()})
+
+
+def test_every_hookspec_has_a_test():
+    specs = [
+        n for n, _ in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("classsr_")
+    ]
+    assert sorted(specs) == sorted(f"classsr_register_{k}" for k in KINDS)
+    tests = {n for n in globals() if n.startswith("test_hook_")}
+    missing = [s for s in specs if f"test_hook_{s}" not in tests]
+    assert not missing, f"hooks without a test: {missing}"
+
+
+class TinyNet(nn.Module):
+    def __init__(self, scale=2, in_channels=3, nf=4):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, in_channels * scale * scale, 3, padding=1)
+        self.up = nn.PixelShuffle(scale)
+        self.nf = nf
+
+    def forward(self, x):
+        return self.up(self.conv(x))
+
+
+def test_hook_classsr_register_backbones():
+    reg = Registry()
+    reg.add_plugin(
+        _plugin(
+            classsr_register_backbones=lambda register: register("tiny", TinyNet, width_arg="nf")
+        ),
+        "tinyplug",
+    )
+    entry = reg.get("backbones", "tiny")
+    assert entry.factory is TinyNet and entry.plugin == "tinyplug"
+    assert entry.metadata == {"width_arg": "nf"}
+    assert reg.plugins["tinyplug"].registered["backbones"] == ["tiny"]
+    # built-ins come through the same hook
+    assert "fsrcnn" in get_registry().names("backbones")
+
+
+def test_hook_classsr_register_branch_generators():
+    def halves(values, width_arg=None, depth_arg=None):
+        return [{width_arg: v // 2} for v in values]
+
+    reg = Registry()
+    reg.add_plugin(
+        _plugin(classsr_register_branch_generators=lambda register: register("halves", halves)),
+        "gen",
+    )
+    assert reg.get("branch_generators", "halves").factory([8, 16], width_arg="nf") == [
+        {"nf": 4},
+        {"nf": 8},
+    ]
+    assert {"width", "depth", "width_depth"} <= set(get_registry().names("branch_generators"))
+
+
+def test_hook_classsr_register_tasks():
+    reg = Registry()
+    reg.add_plugin(
+        _plugin(classsr_register_tasks=lambda register: register("noop", dict, config_model=None)),
+        "tasks",
+    )
+    assert reg.get("tasks", "noop").metadata == {"config_model": None}
+    task = lookup("tasks", "sr").factory(scale=2)
+    assert task.scale == 2 and task.name == "sr"
+
+
+def test_hook_classsr_register_classifiers():
+    reg = Registry()
+    reg.add_plugin(
+        _plugin(
+            classsr_register_classifiers=lambda register: register(
+                "linear", lambda num_classes, in_channels, patch_size: nn.Linear(1, num_classes)
+            )
+        ),
+        "cls",
+    )
+    assert reg.get("classifiers", "linear").factory(3, 3, 32).out_features == 3
+    clf = lookup("classifiers", "classsr").factory(num_classes=3, in_channels=3, patch_size=32)
+    assert sum(p.numel() for p in clf.parameters()) == 60035
+    assert clf(torch.rand(2, 3, 32, 32)).shape == (2, 3)
+
+
+def test_duplicate_name_names_both_plugins():
+    reg = Registry()
+    reg.add_plugin(
+        _plugin(classsr_register_backbones=lambda register: register("dup", TinyNet)), "first"
+    )
+    with pytest.raises(PluginError, match="'first' and 'second'"):
+        reg.add_plugin(
+            _plugin(classsr_register_backbones=lambda register: register("dup", TinyNet)),
+            "second",
+        )
+
+
+def test_unknown_name_lists_registered():
+    with pytest.raises(PluginError, match="unknown backbone 'nope'.*fsrcnn"):
+        lookup("backbones", "nope")
+
+
+def test_builtins_come_from_this_distribution():
+    rows = {r["name"]: r for r in get_registry().describe()}
+    for name in ("fsrcnn", "srresnet", "carn", "rcan", "sr", "branch_generators"):
+        assert rows[name]["dist"] == "classsr", rows[name]
+        assert "error" not in rows[name], rows[name]
+
+
+def _run_cli(args, env_extra=None, cwd=None):
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    return subprocess.run(
+        [sys.executable, "-m", "classsr_core.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+def _make_dist(root: Path, name: str, module_body: str) -> Path:
+    """A real third-party plugin distribution: its own pyproject and entry point."""
+    src = root / name
+    pkg = src / f"{name}_pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(textwrap.dedent(module_body))
+    (src / "pyproject.toml").write_text(
+        textwrap.dedent(
+            f"""
+            [build-system]
+            requires = ["setuptools"]
+            build-backend = "setuptools.build_meta"
+
+            [project]
+            name = "{name}"
+            version = "1.2.3"
+
+            [project.entry-points.classsr]
+            {name} = "{name}_pkg"
+            """
+        )
+    )
+    return src
+
+
+def _install(src: Path, target: Path) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+
+
+GOOD_PLUGIN = """
+    from torch import nn
+    from classsr_core import hookimpl
+
+    class EchoNet(nn.Module):
+        def __init__(self, scale=2, in_channels=3, nf=8):
+            super().__init__()
+            self.conv = nn.Conv2d(in_channels, nf, 3, padding=1)
+            self.out = nn.Conv2d(nf, in_channels * scale * scale, 3, padding=1)
+            self.up = nn.PixelShuffle(scale)
+
+        def forward(self, x):
+            return self.up(self.out(self.conv(x)))
+
+    @hookimpl
+    def classsr_register_backbones(register):
+        register("echonet", EchoNet, width_arg="nf", scales=(2, 4))
+"""
+
+BROKEN_PLUGIN = """
+    raise RuntimeError("this plugin is broken on purpose")
+"""
+
+
+@pytest.fixture(scope="module")
+def third_party(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dists")
+    target = root / "site"
+    _install(_make_dist(root, "classsr_echo", GOOD_PLUGIN), target)
+    _install(_make_dist(root, "classsr_broken", BROKEN_PLUGIN), target)
+    return {"PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_third_party_plugin_listed_usable_and_blockable(third_party, tmp_path):
+    res = _run_cli(["plugins", "--json"], third_party)
+    assert res.returncode == 0, res.stderr
+    rows = {r["name"]: r for r in json.loads(res.stdout)}
+    echo = rows["classsr_echo"]
+    assert (echo["dist"], echo["version"], echo["backbones"]) == (
+        "classsr_echo",
+        "1.2.3",
+        ["echonet"],
+    )
+    assert rows["fsrcnn"]["dist"] == "classsr"
+    # a plugin that raises on import is reported by name with its error; the others load
+    assert "broken on purpose" in rows["classsr_broken"]["error"]
+    assert "classsr_broken" in res.stderr
+
+    script = (
+        "from classsr_core import ClassWrapper\n"
+        "import torch\n"
+        "m = ClassWrapper('echonet', widths=[4, 8], scale=2).eval()\n"
+        "print(tuple(m(torch.rand(2, 3, 32, 32))[0].shape))\n"
+    )
+    env = dict(os.environ, **third_party)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(2, 3, 64, 64)"
+
+    blocked = _run_cli(
+        ["plugins", "--json"],
+        {**third_party, "CLASSSR_DISABLE_PLUGINS": "classsr_echo,classsr_broken"},
+    )
+    names = {r["name"] for r in json.loads(blocked.stdout)}
+    assert "classsr_echo" not in names and "classsr_broken" not in names
+    assert "fsrcnn" in names
+
+
+def test_plugins_text_output():
+    res = _run_cli(["plugins"])
+    assert res.returncode == 0, res.stderr
+    assert "fsrcnn  (classsr" in res.stdout
+
+
+def test_reset_registry_reloads(monkeypatch):
+    monkeypatch.setenv("CLASSSR_DISABLE_PLUGINS", "rcan")
+    reset_registry()
+    try:
+        assert "rcan" not in get_registry().plugins
+    finally:
+        monkeypatch.delenv("CLASSSR_DISABLE_PLUGINS")
+        reset_registry()
+    assert "rcan" in get_registry().plugins
