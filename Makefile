@@ -12,7 +12,6 @@ $(BIN)/python:
 # torch and torchvision first, pinned to the versions this machine serves; then the
 # project in editable mode (re-run only when pyproject.toml changes).
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e ".[test]"
 	touch $(STAMP)

@@ -37,6 +37,8 @@ class ClassWrapper(nn.Module):
         width_arg, depth_arg: the backbone's keyword names; registered backbones declare them.
         branches: explicit branch modules instead of a backbone.
         patch_size, stride: the tiling used by :meth:`infer` (32 / 28 as the paper).
+        shared_weights: build one supernet; branch i uses the leading channels of the widest
+            network's layers (see :mod:`classsr_core.shared`).
         backbone_kwargs, classifier_kwargs: passed on to the factories.
     """
 
@@ -57,6 +59,7 @@ class ClassWrapper(nn.Module):
         stride: int = 28,
         backbone_kwargs: dict[str, Any] | None = None,
         classifier_kwargs: dict[str, Any] | None = None,
+        shared_weights: bool = False,
     ) -> None:
         super().__init__()
         check_tiling(patch_size, stride)
@@ -74,6 +77,8 @@ class ClassWrapper(nn.Module):
                 raise InputError("give either a backbone or explicit branches, not both")
             if not branches:
                 raise InputError("branches is empty: give at least one module")
+            if shared_weights:
+                raise InputError("shared_weights needs a backbone to slice, not explicit branches")
             self.branches = nn.ModuleList(branches)
             self.spec: dict[str, Any] | None = None  # explicit modules cannot be rebuilt
         else:
@@ -97,6 +102,10 @@ class ClassWrapper(nn.Module):
             ]
             if scales is None:  # an unregistered class: check what it really does
                 _probe_scale(built[0], self.scale, in_channels, backbone_name)
+            if shared_weights:
+                from classsr_core.shared import share_weights
+
+                built = share_weights(built)
             self.branches = nn.ModuleList(built)
             self.spec = {
                 "backbone": backbone_name,
@@ -108,6 +117,7 @@ class ClassWrapper(nn.Module):
                 "stride": stride,
                 "backbone_kwargs": backbone_kwargs,
                 "classifier_kwargs": classifier_kwargs,
+                "shared_weights": shared_weights,
             }
             if not isinstance(backbone, str):
                 self.spec["width_arg"] = width_arg
