@@ -119,7 +119,7 @@ class ClassWrapper(nn.Module):
                 "classifier_kwargs": classifier_kwargs,
                 "shared_weights": shared_weights,
             }
-            if not isinstance(backbone, str):
+            if not isinstance(backbone, str) or width_arg or depth_arg:  # rebuild needs them
                 self.spec["width_arg"] = width_arg
                 self.spec["depth_arg"] = depth_arg
 

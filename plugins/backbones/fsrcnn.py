@@ -1,0 +1,84 @@
+"""FSRCNN as in the official ClassSR code (``FSRCNN_net``), with its quirks.
+
+Layout (attribute names are the official ones, so an official state dict loads unchanged):
+``head_conv`` 5x5 conv + PReLU; ``body_conv``: 1x1 shrink + PReLU, ``m`` 3x3 convs with a
+*single* PReLU after the last one (not one per conv), 1x1 expand + PReLU; ``tail_conv`` a
+9x9 transposed conv with stride ``scale``. Three branches of widths 16 / 36 / 56 have
+10,755 / 17,635 / 24,515 parameters.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from classsr_core import hookimpl
+from classsr_core.errors import InputError
+
+PAPER_WIDTHS = [16, 36, 56]
+
+
+def deconv_padding(scale: int, kernel: int = 9) -> tuple[int, int]:
+    """``(padding, output_padding)`` so a ``kernel`` transposed conv of stride ``scale`` maps
+    ``h`` to exactly ``scale * h``.
+
+    Output size is ``(h - 1) * s - 2p + k + op``; we need ``-s - 2p + k + op = 0`` with
+    ``0 <= op < s`` (or ``op = 0`` at stride 1). x4 gives the official (3, 1).
+    """
+    padding = math.ceil((kernel - scale) / 2)
+    output_padding = scale + 2 * padding - kernel
+    if padding < 0 or not 0 <= output_padding < max(scale, 1):
+        raise InputError(f"FSRCNN's {kernel}x{kernel} deconvolution cannot upscale by {scale}")
+    return padding, output_padding
+
+
+class FSRCNN(nn.Module):
+    """FSRCNN(d, s, m): ``d`` is the width, ``m`` the number of 3x3 mapping convs."""
+
+    def __init__(self, scale: int = 4, in_channels: int = 3, d: int = 56, s: int = 12, m: int = 4):
+        super().__init__()
+        if m < 1:
+            raise InputError(f"FSRCNN needs at least one mapping conv (m >= 1), got m={m}")
+        self.scale = scale
+        self.head_conv = nn.Sequential(nn.Conv2d(in_channels, d, 5, 1, 2), nn.PReLU())
+        layers: list[nn.Module] = [nn.Sequential(nn.Conv2d(d, s, 1), nn.PReLU())]
+        layers += [nn.Conv2d(s, s, 3, 1, 1) for _ in range(m)]
+        layers.append(nn.PReLU())  # the official code has one PReLU after the m convs
+        layers.append(nn.Sequential(nn.Conv2d(s, d, 1), nn.PReLU()))
+        self.body_conv = nn.Sequential(*layers)
+        padding, output_padding = deconv_padding(scale)
+        self.tail_conv = nn.ConvTranspose2d(
+            d, in_channels, 9, stride=scale, padding=padding, output_padding=output_padding
+        )
+        # Official init: Kaiming x0.1 on the convolutions (the transposed conv keeps
+        # PyTorch's default, as nn.ConvTranspose2d is not an nn.Conv2d there either).
+        for mod in self.modules():
+            if isinstance(mod, nn.Conv2d):
+                nn.init.kaiming_normal_(mod.weight, a=0, mode="fan_in")
+                mod.weight.data.mul_(0.1)
+                nn.init.zeros_(mod.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tail_conv(self.body_conv(self.head_conv(x)))
+
+
+def fsrcnn(scale: int = 4, in_channels: int = 3, d: int = 56, m: int = 4, **kw) -> FSRCNN:
+    """Factory: width ``d`` (16 / 36 / 56 in the paper), depth ``m`` (4), ``s`` (12)."""
+    s = kw.pop("s", 12)
+    if kw:
+        raise InputError(f"fsrcnn got unknown arguments {sorted(kw)}; it takes d, m and s")
+    return FSRCNN(scale=scale, in_channels=in_channels, d=d, s=s, m=m)
+
+
+@hookimpl
+def classsr_register_backbones(register):
+    register(
+        "fsrcnn",
+        fsrcnn,
+        width_arg="d",
+        depth_arg="m",
+        scales=(1, 2, 3, 4),
+        paper_widths=PAPER_WIDTHS,
+    )
