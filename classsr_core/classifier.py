@@ -14,9 +14,16 @@ class ClassModule(nn.Module):
     first (the official RCAN variant sees x/255 because its network ran on 0..255).
     """
 
-    def __init__(self, num_classes: int = 3, in_channels: int = 3, input_scale: float = 1.0):
+    def __init__(
+        self,
+        num_classes: int = 3,
+        in_channels: int = 3,
+        input_scale: float = 1.0,
+        init_scale: float = 0.1,
+    ):
         super().__init__()
         self.input_scale = input_scale
+        self.init_scale = init_scale
         layers: list[nn.Module] = [nn.Conv2d(in_channels, 128, 4, 4), nn.LeakyReLU(0.1, True)]
         for _ in range(3):
             layers += [nn.Conv2d(128, 128, 1), nn.LeakyReLU(0.1, True)]
@@ -27,10 +34,12 @@ class ClassModule(nn.Module):
 
     def _init_weights(self) -> None:
         # As the official code: Kaiming, scaled by 0.1, so early routing is near uniform.
+        # Five scaled layers shrink the features ~1e5-fold, so the classifier needs thousands
+        # of iterations to start learning; init_scale=1 suits short runs (examples/tiny.yaml).
         for m in self.body:
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
-                m.weight.data.mul_(0.1)
+                m.weight.data.mul_(self.init_scale)
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
