@@ -10,7 +10,17 @@ import sys
 
 from classsr_core.errors import ClassSRError
 
-COMMANDS = ["plugins"]
+COMMANDS = [
+    "plugins",
+    "flops",
+    "models",
+    "upscale",
+    "run",
+    "convert_official",
+    "prepare",
+    "divide",
+    "train",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

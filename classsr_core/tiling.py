@@ -1,0 +1,473 @@
+"""The tile engine: split, classify, group by class, run each branch in batches, stitch.
+
+An image of any size is cut into LR patches of ``patch_size`` with ``stride`` (32 / 28 as
+the paper). The last row and column of patches are moved back to end exactly at the image
+edge, so every pixel is covered (the official code drops the strips that do not fit the
+grid). An image smaller than one patch is padded at the bottom / right to the patch size
+and the output cropped back: reflect padding (mirror, edge pixel not repeated) when the
+missing part is smaller than the image, else replicate padding (repeat the edge pixel),
+since reflection cannot pad beyond the image's own size.
+
+Every patch goes through the classifier in batches; patches are grouped by class and each
+branch runs only on its own group, in batches of ``batch_size``. Each output patch is
+added into an HR canvas and the canvas is divided by the summed weights: the mean over
+overlaps (``blend="mean"``, as the paper), or a smooth separable window that favours patch
+centres (``blend="window"``). Patches are cut from a strided view of the LR image per
+batch, so memory is the LR image, the HR canvas and one batch: an 8K output never holds
+all patch outputs at once.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from classsr_core.checks import check_image_tensor, check_tiling
+from classsr_core.errors import InputError
+
+BLENDS = ("mean", "window")
+
+# Patches per branch call when the caller gives none, by device type and the branch's
+# multiply-adds per patch: (threshold, batch below it, batch at or above it). On CPU small
+# batches keep a heavy branch's HR activations in cache and are faster per patch (SRResNet:
+# 34 ms/patch at batch 1, 59 at 128 on 2 cores) while a light branch gains from amortising
+# per-call overhead; measured in docs/performance.md. GPUs need large batches to fill up.
+_DEFAULT_BATCH = {
+    "cpu": (2e8, 16, 4),
+    "cuda": (1e9, 256, 64),
+    "mps": (1e9, 64, 16),
+}
+# The Class-Module is cheap and per-call overhead dominates: classify in larger batches
+# (an LR batch of 256 patches of 32x32 is 3 MB).
+_MIN_CLASSIFY_BATCH = 128
+
+
+@dataclass(frozen=True)
+class PatchGrid:
+    """Top-left corners of the LR patches (in the padded image), row-major."""
+
+    ys: tuple[int, ...]
+    xs: tuple[int, ...]
+    patch_size: int
+    stride: int
+    height: int  # padded LR height
+    width: int  # padded LR width
+
+    @property
+    def rows(self) -> int:
+        return len(self.ys)
+
+    @property
+    def cols(self) -> int:
+        return len(self.xs)
+
+    def __len__(self) -> int:
+        return self.rows * self.cols
+
+    def position(self, k: int) -> tuple[int, int]:
+        """LR ``(y, x)`` of patch ``k`` (row-major)."""
+        r, c = divmod(int(k), self.cols)
+        return self.ys[r], self.xs[c]
+
+
+@dataclass
+class InferResult:
+    """What :func:`infer` returns (see ``docs`` and ``shared/api.md``)."""
+
+    output: Any  # torch.Tensor or uint8 numpy array, same kind as the input
+    class_map: np.ndarray  # (rows, cols) int64: the class of every patch
+    class_counts: list[int]  # patches per class, cheapest branch first
+    flops: float  # fvcore multiply-adds spent, classifier included
+    flops_fraction: float  # flops / (patches x widest branch's flops, no classifier)
+    timings: dict[str, float]  # seconds: classify, branches, stitch, total (+ per branch)
+    probs: np.ndarray | None = None  # (rows, cols, M) classifier probabilities
+    grid: PatchGrid | None = None
+    patch_size: int = 0  # LR patch size and stride used
+    stride: int = 0
+    scale: int = 1
+    batch_sizes: list[int] = field(default_factory=list)  # patches per call, per branch
+    blend: str = "mean"
+    device: str = "cpu"
+    padding: tuple[int, int] = (0, 0)  # LR rows / cols added at the bottom / right
+    flops_per_patch: dict[str, Any] = field(default_factory=dict)  # classifier, branches
+
+    @property
+    def num_patches(self) -> int:
+        return int(self.class_map.size)
+
+    @property
+    def origins(self) -> np.ndarray:
+        """``(rows * cols, 2)`` LR ``(y, x)`` top-left corners, row-major like class_map."""
+        if self.grid is None:
+            return np.zeros((0, 2), dtype=np.int64)
+        ys, xs = np.meshgrid(self.grid.ys, self.grid.xs, indexing="ij")
+        return np.stack([ys.reshape(-1), xs.reshape(-1)], axis=1).astype(np.int64)
+
+
+def patch_grid(height: int, width: int, patch_size: int, stride: int) -> PatchGrid:
+    """The grid :func:`infer` uses on an LR image of ``height x width`` (before padding)."""
+    check_tiling(patch_size, stride)
+    h, w = max(height, patch_size), max(width, patch_size)
+    return PatchGrid(
+        _starts(h, patch_size, stride), _starts(w, patch_size, stride), patch_size, stride, h, w
+    )
+
+
+def assign_classes(
+    probs: torch.Tensor,
+    *,
+    budget: float | None = None,
+    costs: dict[str, Any] | None = None,
+) -> torch.Tensor:
+    """Route patches: ``(N, M)`` probabilities -> ``(N,)`` class indices.
+
+    No budget: argmax, as the paper. With ``budget`` (a fraction of the widest branch's
+    multiply-adds on the same tiling, classifier included) and the per-patch ``costs``
+    (``{"classifier": float, "branches": [float, ...]}``), the assignment that maximises
+    expected quality within the budget (:func:`classsr_core.budget.assign_budget`).
+    """
+    if budget is None:
+        return probs.argmax(dim=1)
+    from classsr_core.budget import assign_budget
+
+    if costs is None or any(math.isnan(c) for c in costs["branches"]):
+        raise InputError("budget routing needs the branches' FLOPs, which could not be counted")
+    assign = assign_budget(
+        probs.float().cpu().numpy(),
+        costs["branches"],
+        costs["classifier"],
+        max(costs["branches"]),
+        float(budget),
+    )
+    return torch.from_numpy(assign).to(probs.device)
+
+
+def default_batch_size(device: torch.device | str, flops_per_patch: float | None = None) -> int:
+    """Patches per branch call on ``device`` for a branch of ``flops_per_patch``
+    multiply-adds (see ``_DEFAULT_BATCH``); unknown cost counts as heavy."""
+    threshold, light, heavy = _DEFAULT_BATCH.get(torch.device(device).type, (1e9, 32, 8))
+    if flops_per_patch is not None and flops_per_patch < threshold:
+        return light
+    return heavy
+
+
+def infer(
+    model,
+    image,
+    *,
+    patch_size: int | None = None,
+    stride: int | None = None,
+    batch_size: int | None = None,
+    blend: str = "mean",
+    budget: float | None = None,
+    device: str | torch.device | None = None,
+    classes=None,
+) -> InferResult:
+    """Run a whole image through ``model`` (a :class:`~classsr_core.wrapper.ClassWrapper`).
+
+    Args:
+        image: float tensor ``(1, C, H, W)`` or ``(C, H, W)`` in [0, 1], or a uint8 numpy
+            array ``(H, W, C)`` / ``(H, W)``. The output is of the same kind, ``scale`` x
+            larger; numpy output is rounded and clipped to uint8, tensor output is raw.
+        patch_size, stride: LR tiling; default the model's (32 / 28).
+        batch_size: patches per branch call (the classifier takes at least 128); default
+            per device type and branch cost (:func:`default_batch_size`).
+        blend: ``"mean"`` (average over overlaps) or ``"window"`` (smooth weights).
+        budget: target FLOPs as a fraction of the widest branch on the same tiling
+            (true multiply-adds, classifier included); every image lands within about a
+            patch's cost step of it (:mod:`classsr_core.budget`). ``None``: argmax routing.
+        device: where to run; default where the model's parameters are. A given device
+            moves the model there.
+        classes: force the routing: one class per patch, shape ``(rows, cols)`` or
+            ``(rows * cols,)`` of :func:`patch_grid`. The classifier still runs (its
+            probabilities are returned and its cost counted), so costs are a real run's.
+    """
+    t_start = time.perf_counter()
+    if budget is not None and model.classifier is None:
+        raise InputError("budget= needs a model with at least two branches to choose from")
+    if blend not in BLENDS:
+        raise InputError(f"blend must be one of {BLENDS}, got {blend!r}")
+    p = int(patch_size if patch_size is not None else model.patch_size)
+    s = int(stride if stride is not None else model.stride)
+    check_tiling(p, s)
+    scale = int(model.scale)
+
+    x, kind = _to_tensor(image, model.in_channels)
+    dev = torch.device(device) if device is not None else _model_device(model)
+    if device is not None:
+        model.to(dev)
+    if batch_size is not None and int(batch_size) < 1:
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
+    dtype = _model_dtype(model)
+
+    height, width = x.shape[-2:]
+    grid = patch_grid(height, width, p, s)
+    n = len(grid)
+    num_classes = len(model.branches)
+    forced = _check_classes(classes, grid, num_classes)
+    costs = _patch_costs(model, (1, model.in_channels, p, p))
+    if batch_size is not None:
+        sizes = [int(batch_size)] * num_classes
+    else:
+        sizes = [default_batch_size(dev, f) for f in costs["branches"]]
+
+    # Restore every submodule's own flag afterwards (frozen BatchNorm branches stay in eval
+    # while the classifier trains): model.train(flag) would flip them all.
+    was_training = [(m, m.training) for m in model.modules()]
+    model.eval()
+    timings = {"classify": 0.0, "branches": 0.0, "stitch": 0.0}
+    try:
+        with torch.inference_mode():
+            lr = _pad_to(x.to(dev, dtype), grid.height, grid.width)
+            # (H-p+1, W-p+1, C, p, p) view of every possible patch, no copy: a batch is cut
+            # from it with one gather that yields (B, C, p, p) directly.
+            view = lr.unfold(2, p, 1).unfold(3, p, 1)[0].permute(1, 2, 0, 3, 4)
+            ys = torch.tensor(grid.ys, device=dev)
+            xs = torch.tensor(grid.xs, device=dev)
+
+            def patches(idx: torch.Tensor) -> torch.Tensor:
+                return view[ys[idx // grid.cols], xs[idx % grid.cols]]
+
+            # 1. classify every patch, in batches
+            t0 = _now(dev)
+            probs = None
+            if model.classifier is not None:
+                chunks = []
+                cbs = max(*sizes, _MIN_CLASSIFY_BATCH)
+                for start in range(0, n, cbs):
+                    idx = torch.arange(start, min(start + cbs, n), device=dev)
+                    chunks.append(model.classify(patches(idx)).float().softmax(dim=1))
+                probs = torch.cat(chunks)
+            if forced is not None:
+                routed = forced.to(dev)
+            elif probs is not None:
+                routed = assign_classes(probs, budget=budget, costs=costs)
+            else:
+                routed = torch.zeros(n, dtype=torch.long, device=dev)
+            routed_cpu = routed.cpu()
+            timings["classify"] = _now(dev) - t0
+
+            # 2. each branch on its own patches, in batches; 3. add into the HR canvas
+            ps = p * scale
+            win = _window(ps, blend, dev)  # (ps,) separable weights
+            win2 = win[:, None] * win[None, :]
+            canvas = None
+            for i, branch in enumerate(model.branches):
+                bs = sizes[i]
+                t_branch = 0.0
+                idx_all = (routed_cpu == i).nonzero(as_tuple=True)[0]
+                for start in range(0, idx_all.numel(), bs):
+                    idx = idx_all[start : start + bs]
+                    t0 = _now(dev)
+                    out = branch(patches(idx.to(dev)))
+                    t1 = _now(dev)
+                    t_branch += t1 - t0
+                    if out.shape[-2:] != (ps, ps):
+                        raise InputError(
+                            f"branch {i} maps a {p}x{p} patch to {tuple(out.shape[-2:])}, "
+                            f"not {ps}x{ps}: it does not upscale by the model's scale {scale}"
+                        )
+                    if canvas is None:
+                        canvas = torch.zeros(
+                            out.shape[1], grid.height * scale, grid.width * scale, device=dev
+                        )
+                        # On CPU, add through numpy: a torch add of one patch is big enough
+                        # to be split over OpenMP threads, and on a busy machine waiting for
+                        # a descheduled thread made stitching ~100x slower (performance.md).
+                        target = canvas.numpy() if dev.type == "cpu" else canvas
+                    out = out.float()
+                    if blend == "window":
+                        out = out * win2
+                    if dev.type == "cpu":
+                        out = out.numpy()
+                    for k, j in enumerate(idx.tolist()):
+                        y, xx = grid.position(j)
+                        target[:, y * scale : y * scale + ps, xx * scale : xx * scale + ps] += out[
+                            k
+                        ]
+                    timings["stitch"] += _now(dev) - t1
+                timings[f"branch_{i}"] = t_branch
+                timings["branches"] += t_branch
+
+            wy = _coverage(grid.ys, grid.height, scale, win)[: height * scale]
+            wx = _coverage(grid.xs, grid.width, scale, win)[: width * scale]
+        # Outside inference mode an out-of-place op on the canvas gives a normal tensor the
+        # caller can use anywhere, without an extra copy.
+        t0 = _now(dev)
+        with torch.no_grad():
+            hr = canvas[None, :, : height * scale, : width * scale] / (wy[:, None] * wx[None, :])
+            output = _from_tensor(hr, kind, image)
+        timings["stitch"] += _now(dev) - t0
+    finally:
+        for m, flag in was_training:
+            m.training = flag
+
+    counts = torch.bincount(routed_cpu, minlength=num_classes).tolist()
+    flops, fraction = _spent(costs, n, counts)
+    timings["total"] = time.perf_counter() - t_start
+    return InferResult(
+        output=output,
+        class_map=routed_cpu.numpy().astype(np.int64).reshape(grid.rows, grid.cols),
+        class_counts=[int(c) for c in counts],
+        flops=flops,
+        flops_fraction=fraction,
+        timings=timings,
+        probs=None if probs is None else probs.cpu().numpy().reshape(grid.rows, grid.cols, -1),
+        grid=grid,
+        patch_size=p,
+        stride=s,
+        scale=scale,
+        batch_sizes=sizes,
+        blend=blend,
+        device=str(dev),
+        padding=(grid.height - height, grid.width - width),
+        flops_per_patch=costs,
+    )
+
+
+# -- internals -----------------------------------------------------------------------------
+
+
+def _starts(length: int, patch: int, stride: int) -> tuple[int, ...]:
+    starts = list(range(0, length - patch + 1, stride))
+    if starts[-1] != length - patch:  # align the last patch to the edge: cover everything
+        starts.append(length - patch)
+    return tuple(starts)
+
+
+def _now(dev: torch.device) -> float:
+    # Asynchronous devices must finish queued work before the clock means anything.
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    elif dev.type == "mps":
+        torch.mps.synchronize()
+    return time.perf_counter()
+
+
+def _model_device(model) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    return torch.device("cpu")
+
+
+def _model_dtype(model) -> torch.dtype:
+    for t in model.parameters():
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
+
+
+def _to_tensor(image, channels: int) -> tuple[torch.Tensor, str]:
+    """``(1, C, H, W)`` float tensor and the input's kind (numpy / tensor3 / tensor4)."""
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise InputError(
+                f"numpy images must be uint8 (H, W, C) or (H, W), got dtype {image.dtype}; "
+                "pass a float torch tensor (1, C, H, W) in [0, 1] for other ranges"
+            )
+        if image.ndim == 2:
+            image = image[:, :, None]
+        if image.ndim != 3:
+            raise InputError(f"numpy images must be (H, W, C) or (H, W), got shape {image.shape}")
+        t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255
+        return check_image_tensor(t, channels), "numpy"
+    if isinstance(image, torch.Tensor):
+        kind = "tensor3" if image.dim() == 3 else "tensor4"
+        t = check_image_tensor(image, channels)
+        if t.shape[0] != 1:
+            raise InputError(
+                f"infer takes one image at a time, got a batch of {t.shape[0]}; loop over it "
+                "(the engine batches patches, not images)"
+            )
+        return t, kind
+    raise InputError(
+        f"image must be a torch.Tensor or a uint8 numpy array, got {type(image).__name__}"
+    )
+
+
+def _from_tensor(canvas: torch.Tensor, kind: str, image):
+    if kind == "numpy":
+        arr = (canvas[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0)
+        arr = arr.cpu().numpy()
+        return arr[:, :, 0] if image.ndim == 2 and arr.shape[2] == 1 else arr
+    out = canvas.to(image.device, image.dtype)
+    return out[0] if kind == "tensor3" else out
+
+
+def _pad_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pad bottom / right up to ``height x width`` (reflect where possible, else replicate)."""
+    for dim, target in ((2, height), (3, width)):
+        missing = target - x.shape[dim]
+        if missing <= 0:
+            continue
+        pad = (0, 0, 0, missing) if dim == 2 else (0, missing, 0, 0)
+        mode = "reflect" if missing < x.shape[dim] else "replicate"
+        x = F.pad(x, pad, mode=mode)
+    return x
+
+
+def _window(size: int, blend: str, dev: torch.device) -> torch.Tensor:
+    if blend == "mean":
+        return torch.ones(size, device=dev)
+    # Raised cosine sampled at pixel centres: smooth, largest in the middle, never zero
+    # (pixels at the image edge are covered by one patch only and must keep a weight).
+    t = (torch.arange(size, device=dev, dtype=torch.float32) + 0.5) / size
+    return (0.5 - 0.5 * torch.cos(2 * math.pi * t)).clamp_min(1e-3)
+
+
+def _coverage(starts, length: int, scale: int, win: torch.Tensor) -> torch.Tensor:
+    """Summed 1D weights along one axis; the 2D weight map is their outer product because
+    the patches form a full grid (rows x cols)."""
+    w = torch.zeros(length * scale, device=win.device)
+    ps = win.numel()
+    for start in starts:
+        w[start * scale : start * scale + ps] += win
+    return w
+
+
+def _check_classes(classes, grid: PatchGrid, num_classes: int) -> torch.Tensor | None:
+    if classes is None:
+        return None
+    c = torch.as_tensor(np.asarray(classes.cpu() if torch.is_tensor(classes) else classes))
+    if c.is_floating_point() or c.dtype == torch.bool:
+        raise InputError(f"classes must be integers, got dtype {c.dtype}")
+    if tuple(c.shape) not in ((grid.rows, grid.cols), (len(grid),)):
+        raise InputError(
+            f"classes has shape {tuple(c.shape)} but this image has a {grid.rows} x {grid.cols} "
+            f"patch grid; give ({grid.rows}, {grid.cols}) or ({len(grid)},) "
+            "(see classsr_core.tiling.patch_grid)"
+        )
+    c = c.reshape(-1).long()
+    if c.numel() and (c.min() < 0 or c.max() >= num_classes):
+        raise InputError(
+            f"classes must be in 0..{num_classes - 1} (one per branch), got "
+            f"{int(c.min())}..{int(c.max())}"
+        )
+    return c
+
+
+def _patch_costs(model, shape) -> dict[str, Any]:
+    """fvcore multiply-adds of the classifier and each branch on one patch (cached)."""
+    from classsr_core.flops import count_flops
+
+    try:
+        clf = 0.0 if model.classifier is None else count_flops(model.classifier, shape)
+        branches = [count_flops(b, shape) for b in model.branches]
+    except InputError as exc:
+        warnings.warn(f"FLOPs not counted: {exc}", stacklevel=3)
+        return {"classifier": math.nan, "branches": [math.nan] * len(model.branches)}
+    return {"classifier": clf, "branches": branches}
+
+
+def _spent(costs: dict[str, Any], n: int, counts: list[int]) -> tuple[float, float]:
+    branch_flops = costs["branches"]
+    spent = n * costs["classifier"] + sum(c * f for c, f in zip(counts, branch_flops))
+    widest = n * max(branch_flops)
+    return float(spent), float(spent / widest) if widest > 0 else math.nan
