@@ -16,6 +16,7 @@ COMMANDS = [
     "models",
     "upscale",
     "run",
+    "sweep",
     "convert_official",
     "prepare",
     "divide",

@@ -1,0 +1,56 @@
+"""``classsr sweep``: PSNR against FLOPs over a range of budgets, as CSV and a PNG plot."""
+
+from __future__ import annotations
+
+
+def add_parser(sub):
+    p = sub.add_parser("sweep", help="PSNR against FLOPs over budgets on a folder of images")
+    p.add_argument("folder", help="clean (ground-truth) images; the model's task degrades them")
+    p.add_argument("--model", default="classsr-fsrcnn-x4", help="name or .safetensors path")
+    p.add_argument("--o-model", default=None, help="the -O model to mark on the plot")
+    p.add_argument("--task", default=None, help="task name (default: sr at the model's scale)")
+    p.add_argument("--budgets", default="0.5:1.0:0.05", help="START:STOP:STEP or a,b,c")
+    p.add_argument("-o", "--output", default="sweep", help="writes OUTPUT.csv and OUTPUT.png")
+    return p
+
+
+def _budgets(spec: str) -> list[float]:
+    import numpy as np
+
+    from classsr_core.errors import InputError
+
+    try:
+        if ":" in spec:
+            start, stop, step = (float(v) for v in spec.split(":"))
+            return [round(b, 6) for b in np.arange(start, stop + step / 2, step)]
+        return [float(v) for v in spec.split(",")]
+    except ValueError:
+        raise InputError(f"--budgets {spec!r}: give START:STOP:STEP or a,b,c") from None
+
+
+def run(args) -> int:
+    from classsr_core.checkpoint import load_model
+    from classsr_core.errors import InputError
+    from classsr_core.imageio import list_images, read_image
+    from classsr_core.plugins import lookup
+    from classsr_core.sweep import plot, run_sweep, write_csv
+
+    model = load_model(args.model, device="cpu")
+    o_model = load_model(args.o_model, device="cpu") if args.o_model else None
+    task_name = args.task or ("sr" if model.scale > 1 else None)
+    if task_name is None:
+        raise InputError("a scale-1 model needs --task (denoise, deblock, ...)")
+    options = {"scale": model.scale} if task_name == "sr" else {}
+    task = lookup("tasks", task_name).factory(**options)
+    files = list_images([args.folder])
+    if not files:
+        raise InputError(f"no images in {args.folder}")
+    images = [read_image(f).rgb for f in files]
+    rows = run_sweep(model, images, task, _budgets(args.budgets), o_model)
+    write_csv(rows, f"{args.output}.csv")
+    plot(rows, f"{args.output}.png", title=f"{args.model} on {len(files)} images")
+    for r in rows:
+        b = "" if r.budget is None else f"{r.budget:.2f}"
+        print(f"{r.label:<7} {b:>5}  FLOPs {100 * r.flops_fraction:5.1f}%  PSNR {r.psnr:.3f} dB")
+    print(f"wrote {args.output}.csv and {args.output}.png")
+    return 0
