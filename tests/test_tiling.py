@@ -349,14 +349,14 @@ def test_bad_input_gets_clear_errors():
         infer(model, [[0.5]])
 
 
-def test_budget_is_reserved():
-    model = make_model(scale=2)
-    with pytest.raises(NotImplementedError, match="budget"):
-        infer(model, torch.rand(1, 3, 40, 40), budget=0.5)
-    with pytest.raises(NotImplementedError, match="budget"):
-        assign_classes(torch.rand(4, 3), budget=0.5)
+def test_assign_classes_argmax_and_budget():
     probs = torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.2, 0.3]])
     assert assign_classes(probs).tolist() == [1, 0]
+    costs = {"classifier": 0.0, "branches": [1.0, 2.0, 3.0]}
+    assert assign_classes(probs, budget=1.0, costs=costs).tolist() == [2, 2]
+    assert assign_classes(probs, budget=0.1, costs=costs).tolist() == [0, 0]
+    with pytest.raises(InputError, match="FLOPs"):
+        assign_classes(probs, budget=0.5)
 
 
 def test_branch_with_the_wrong_scale_is_named():
