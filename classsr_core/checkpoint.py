@@ -88,25 +88,36 @@ def save_model(model, path: str | Path, extra: dict[str, Any] | None = None) -> 
     save_state(model.state_dict(), path, {"model": model.spec, **(extra or {})})
 
 
+def describe_mismatch(
+    expected: dict[str, torch.Size], found: dict[str, torch.Tensor]
+) -> str | None:
+    """The first missing, unexpected and misshapen keys of ``found`` against ``expected``
+    shapes, or ``None`` when they match."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    wrong = [k for k in expected if k in found and found[k].shape != expected[k]]
+    if not (missing or unexpected or wrong):
+        return None
+    parts = []
+    if missing:
+        parts.append(f"missing keys ({len(missing)}), first: {missing[:3]}")
+    if unexpected:
+        parts.append(f"unexpected keys ({len(unexpected)}), first: {unexpected[:3]}")
+    if wrong:
+        k = wrong[0]
+        parts.append(
+            f"shape mismatch ({len(wrong)}), first: {k} is {tuple(found[k].shape)} "
+            f"in the file, {tuple(expected[k])} in the model"
+        )
+    return "; ".join(parts)
+
+
 def load_into(model, state: dict[str, torch.Tensor], source: str) -> None:
     """``load_state_dict(strict)`` with an error that names the first mismatching keys."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing keys ({len(missing)}), first: {missing[:3]}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}), first: {unexpected[:3]}")
-        if wrong:
-            k = wrong[0]
-            parts.append(
-                f"shape mismatch ({len(wrong)}), first: {k} is {tuple(state[k].shape)} "
-                f"in the file, {tuple(own[k].shape)} in the model"
-            )
-        raise CheckpointError(f"{source} does not match the model: " + "; ".join(parts))
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    problem = describe_mismatch(expected, state)
+    if problem:
+        raise CheckpointError(f"{source} does not match the model: {problem}")
     model.load_state_dict(state, strict=True)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from classsr_core.checkpoint import load_into
+from classsr_core.checkpoint import describe_mismatch, load_into
 from classsr_core.errors import CheckpointError, InputError
 
 
@@ -150,29 +150,16 @@ def from_official(path: str | Path, arch: str, **kwargs):
 
 def _check_keys(model, official: dict[str, torch.Tensor], source: str, arch: str) -> None:
     expected = {to_official(k): v.shape for k, v in model.state_dict().items()}
-    missing = [k for k in expected if k not in official]
-    unexpected = [k for k in official if k not in expected]
-    wrong = [k for k in expected if k in official and official[k].shape != expected[k]]
-    if not (missing or unexpected or wrong):
+    problem = describe_mismatch(expected, official)
+    if problem is None:
         return
-    parts = []
-    if missing:
-        parts.append(f"missing keys ({len(missing)}), first: {missing[:3]}")
-    if unexpected:
-        parts.append(f"unexpected keys ({len(unexpected)}), first: {unexpected[:3]}")
-    if wrong:
-        k = wrong[0]
-        parts.append(
-            f"shape mismatch ({len(wrong)}), first: {k} is {tuple(official[k].shape)} in the "
-            f"file, {tuple(expected[k])} in the model"
-        )
     guess = guess_arch(official)
     hint = (
         f" It looks like an official {guess!r} checkpoint: pass arch={guess!r}."
         if guess and guess != arch_key(arch)
         else ""
     )
-    raise CheckpointError(f"{source} does not match: " + "; ".join(parts) + "." + hint)
+    raise CheckpointError(f"{source} does not match: {problem}.{hint}")
 
 
 def guess_arch(official: dict[str, torch.Tensor]) -> str | None:

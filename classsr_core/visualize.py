@@ -73,3 +73,17 @@ def side_by_side(images: list[np.ndarray], gap: int = 4) -> np.ndarray:
         if i < len(images) - 1:
             parts.append(np.ones((h, gap, 3), dtype=np.float32))
     return np.concatenate(parts, axis=1)
+
+
+def result_overlay(output: np.ndarray, result, num_classes: int) -> np.ndarray:
+    """The class-map overlay of an :class:`~classsr_core.tiling.InferResult` on its output
+    (HWC float): patch positions come from the result, scaled to output pixels."""
+    s = result.scale
+    return class_map_overlay(
+        output,
+        result.class_map,
+        result.origins * s,
+        result.patch_size * s,
+        result.stride * s,
+        num_classes,
+    )

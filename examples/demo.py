@@ -19,7 +19,7 @@ from classsr_core import load_model
 from classsr_core._basicsr import imresize
 from classsr_core.imageio import Image, read_image, write_image
 from classsr_core.tasks import Task
-from classsr_core.visualize import class_map_overlay, side_by_side
+from classsr_core.visualize import result_overlay, side_by_side
 
 ASSET = Path(__file__).resolve().parents[1] / "classsr_core" / "assets" / "demo_hr.png"
 
@@ -57,14 +57,7 @@ def main(out_dir: str = "out/demo") -> int:
 
     model, result = rows[2][2]
     sr = rows[2][1]
-    overlay = class_map_overlay(
-        sr,
-        result.class_map,
-        result.origins * model.scale,
-        result.patch_size * model.scale,
-        result.stride * model.scale,
-        model.num_classes,
-    )
+    overlay = result_overlay(sr, result, model.num_classes)
     write_image(out / "classsr.png", Image(sr, None, False, 255))
     write_image(out / "class_map.png", Image(overlay, None, False, 255))
     strip = side_by_side([bicubic, rows[1][1], sr, hr])

@@ -60,7 +60,7 @@ def process(args) -> int:
     from classsr_core.checkpoint import load_model
     from classsr_core.errors import ClassSRError
     from classsr_core.imageio import Image, list_images, read_image, resize_alpha, write_image
-    from classsr_core.visualize import class_map_overlay
+    from classsr_core.visualize import result_overlay
 
     model = load_model(args.model, device=args.device)
     device = next(model.parameters()).device
@@ -90,14 +90,7 @@ def process(args) -> int:
             alpha = resize_alpha(img.alpha, model.scale) if img.alpha is not None else None
             write_image(dst, Image(sr, alpha, img.grey, img.max_value))
             if args.class_map:
-                cm = class_map_overlay(
-                    sr,
-                    result.class_map,
-                    result.origins * model.scale,
-                    result.patch_size * model.scale,
-                    result.stride * model.scale,
-                    model.num_classes,
-                )
+                cm = result_overlay(sr, result, model.num_classes)
                 write_image(_overlay_path(args.class_map, src, single), Image(cm, None, False, 255))
         except (ClassSRError, OSError, RuntimeError) as exc:
             failures += 1
