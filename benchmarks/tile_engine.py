@@ -100,12 +100,16 @@ def sum_alone(model, x, classes, p, s, sizes) -> list[float]:
     """Each branch's compute time on its own pre-cut patches, in the engine's batches."""
     grid = patch_grid(x.shape[2], x.shape[3], p, s)
     cut = torch.stack([x[0, :, y : y + p, c : c + p] for y in grid.ys for c in grid.xs])
+    cut = cut.contiguous(memory_format=torch.channels_last)  # the engine's CPU layout
     times = []
     with torch.inference_mode():
         for i, branch in enumerate(model.branches):
             bs = sizes[i]
             group = cut[torch.from_numpy(np.flatnonzero(classes == i))]
-            batches = [group[j : j + bs].contiguous() for j in range(0, len(group), bs)]
+            batches = [
+                group[j : j + bs].contiguous(memory_format=torch.channels_last)
+                for j in range(0, len(group), bs)
+            ]
             t0 = time.perf_counter()
             for b in batches:
                 branch(b)
@@ -202,7 +206,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     img, desc = load_photo(args.image)
+    # Channels-last (NHWC) as the engine feeds its branches on CPU; the official loop's and
+    # the whole-image run's slices of x inherit it, so every method gets the same layout.
     x = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255
+    x = x.contiguous(memory_format=torch.channels_last)
     p, s = 32, 28
     print(f"machine: {machine()}")
     print(f"image: {desc}; patches {p}/{s}; routing mix {MIX} forced with classes=")

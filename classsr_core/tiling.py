@@ -36,11 +36,12 @@ BLENDS = ("mean", "window")
 
 # Patches per branch call when the caller gives none, by device type and the branch's
 # multiply-adds per patch: (threshold, batch below it, batch at or above it). On CPU small
-# batches keep a heavy branch's HR activations in cache and are faster per patch (SRResNet:
-# 34 ms/patch at batch 1, 59 at 128 on 2 cores) while a light branch gains from amortising
-# per-call overhead; measured in docs/performance.md. GPUs need large batches to fill up.
+# batches keep a heavy branch's activations in cache and are faster per patch (SRResNet and
+# CARN-M: batch 4 beats 16 and 64) while a light branch gains from amortising per-call
+# overhead (FSRCNN: 64 beats 16 and 4); measured in docs/performance.md. GPUs need large
+# batches to fill up (not measured here).
 _DEFAULT_BATCH = {
-    "cpu": (2e8, 16, 4),
+    "cpu": (1e8, 64, 4),
     "cuda": (1e9, 256, 64),
     "mps": (1e9, 64, 16),
 }
@@ -229,11 +230,16 @@ def infer(
             # (H-p+1, W-p+1, C, p, p) view of every possible patch, no copy: a batch is cut
             # from it with one gather that yields (B, C, p, p) directly.
             view = lr.unfold(2, p, 1).unfold(3, p, 1)[0].permute(1, 2, 0, 3, 4)
+            # On CPU, oneDNN runs convolutions on channels-last (NHWC) input 5-40% faster
+            # (SRResNet-36: 27 vs 40 ms per patch, docs/performance.md); the layout then
+            # carries through the network. Elsewhere keep PyTorch's default layout.
+            layout = torch.channels_last if dev.type == "cpu" else torch.contiguous_format
             ys = torch.tensor(grid.ys, device=dev)
             xs = torch.tensor(grid.xs, device=dev)
 
             def patches(idx: torch.Tensor) -> torch.Tensor:
-                return view[ys[idx // grid.cols], xs[idx % grid.cols]]
+                batch = view[ys[idx // grid.cols], xs[idx % grid.cols]]
+                return batch.contiguous(memory_format=layout)
 
             # 1. classify every patch, in batches
             t0 = _now(dev)
@@ -275,9 +281,12 @@ def infer(
                             f"not {ps}x{ps}: it does not upscale by the model's scale {scale}"
                         )
                     if canvas is None:
-                        canvas = torch.zeros(
-                            out.shape[1], grid.height * scale, grid.width * scale, device=dev
-                        )
+                        # A normal tensor (not an inference tensor): it is updated in place
+                        # here and handed to the caller without a copy.
+                        with torch.inference_mode(False):
+                            canvas = torch.zeros(
+                                out.shape[1], grid.height * scale, grid.width * scale, device=dev
+                            )
                         # On CPU, add through numpy: a torch add of one patch is big enough
                         # to be split over OpenMP threads, and on a busy machine waiting for
                         # a descheduled thread made stitching ~100x slower (performance.md).
@@ -289,22 +298,17 @@ def infer(
                         out = out.numpy()
                     for k, j in enumerate(idx.tolist()):
                         y, xx = grid.position(j)
-                        target[:, y * scale : y * scale + ps, xx * scale : xx * scale + ps] += out[
-                            k
-                        ]
+                        y, xx = y * scale, xx * scale
+                        target[:, y : y + ps, xx : xx + ps] += out[k]
                     timings["stitch"] += _now(dev) - t1
                 timings[f"branch_{i}"] = t_branch
                 timings["branches"] += t_branch
 
-            wy = _coverage(grid.ys, grid.height, scale, win)[: height * scale]
-            wx = _coverage(grid.xs, grid.width, scale, win)[: width * scale]
-        # Outside inference mode an out-of-place op on the canvas gives a normal tensor the
-        # caller can use anywhere, without an extra copy.
-        t0 = _now(dev)
-        with torch.no_grad():
-            hr = canvas[None, :, : height * scale, : width * scale] / (wy[:, None] * wx[None, :])
-            output = _from_tensor(hr, kind, image)
-        timings["stitch"] += _now(dev) - t0
+            t0 = _now(dev)
+            _divide(canvas, _coverage(grid.ys, grid.height, scale, win), dim=1)
+            _divide(canvas, _coverage(grid.xs, grid.width, scale, win), dim=2)
+            output = _from_tensor(canvas[None, :, : height * scale, : width * scale], kind, image)
+            timings["stitch"] += _now(dev) - t0
     finally:
         for m, flag in was_training:
             m.training = flag
@@ -392,12 +396,13 @@ def _to_tensor(image, channels: int) -> tuple[torch.Tensor, str]:
     )
 
 
-def _from_tensor(canvas: torch.Tensor, kind: str, image):
+def _from_tensor(hr: torch.Tensor, kind: str, image):
+    """The output in the input's kind; ``hr`` is the (1, C, H, W) float canvas (a view)."""
     if kind == "numpy":
-        arr = (canvas[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0)
-        arr = arr.cpu().numpy()
+        arr = hr[0].clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(1, 2, 0)
+        arr = np.ascontiguousarray(arr.cpu().numpy())
         return arr[:, :, 0] if image.ndim == 2 and arr.shape[2] == 1 else arr
-    out = canvas.to(image.device, image.dtype)
+    out = hr.to(image.device, image.dtype).contiguous()  # copies only if cropped or moved
     return out[0] if kind == "tensor3" else out
 
 
@@ -430,6 +435,25 @@ def _coverage(starts, length: int, scale: int, win: torch.Tensor) -> torch.Tenso
     for start in starts:
         w[start * scale : start * scale + ps] += win
     return w
+
+
+def _divide(canvas: torch.Tensor, weight: torch.Tensor, dim: int) -> None:
+    """Divide ``canvas`` in place by ``weight`` along ``dim``, skipping runs of weight 1.
+
+    With the mean blend only the overlap strips (4 of every 28 rows / columns at 32/28)
+    have a weight other than 1, so this touches a fraction of the HR canvas.
+    """
+    w = weight.cpu().numpy()
+    todo = np.flatnonzero(w != 1.0)
+    if todo.size == 0:
+        return
+    # split the indices into contiguous runs [start, stop)
+    breaks = np.flatnonzero(np.diff(todo) != 1) + 1
+    for run in np.split(todo, breaks):
+        start, stop = int(run[0]), int(run[-1]) + 1
+        shape = [1, 1, 1]
+        shape[dim] = stop - start
+        canvas.narrow(dim, start, stop - start).div_(weight[start:stop].view(shape))
 
 
 def _check_classes(classes, grid: PatchGrid, num_classes: int) -> torch.Tensor | None:

@@ -366,10 +366,11 @@ def test_branch_with_the_wrong_scale_is_named():
 
 
 def test_default_batch_sizes_depend_on_device_and_branch_cost():
-    assert default_batch_size("cpu", 25e6) == 16  # FSRCNN-like: amortise call overhead
+    assert default_batch_size("cpu", 25e6) == 64  # FSRCNN-like: amortise call overhead
     assert default_batch_size("cpu", 2.6e9) == 4  # SRResNet-like: stay in cache
+    assert default_batch_size("cpu", 191e6) == 4  # CARN-M's cheapest branch too
     assert default_batch_size("cpu") == 4  # unknown cost counts as heavy
     assert default_batch_size("cuda", 2.6e9) >= 64
     res = infer(make_model(scale=2), torch.rand(1, 3, 40, 40))
-    assert res.batch_sizes == [16, 16, 16]
+    assert res.batch_sizes == [64, 64, 64]
     assert infer(make_model(scale=2), torch.rand(1, 3, 40, 40), batch_size=3).batch_sizes == [3] * 3
