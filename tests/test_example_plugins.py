@@ -16,6 +16,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from pip_helpers import install_into
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "plugins"
@@ -29,23 +30,7 @@ def env(tmp_path_factory):
     for dist in DISTS:
         # Build from a copy: building writes build/ and *.egg-info next to the sources.
         src = shutil.copytree(EXAMPLES / dist, root / dist)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--no-deps",
-                "--no-build-isolation",
-                "--target",
-                str(target),
-                str(src),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
+        install_into(src, target)
     path = os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])
     return dict(os.environ, PYTHONPATH=path)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pip_helpers import install_into
 from torch import nn
 
 from classsr_core import hookimpl, hookspecs
@@ -168,26 +169,6 @@ def _make_dist(root: Path, name: str, module_body: str) -> Path:
     return src
 
 
-def _install(src: Path, target: Path) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(src),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-
-
 GOOD_PLUGIN = """
     from torch import nn
     from classsr_core import hookimpl
@@ -216,8 +197,8 @@ BROKEN_PLUGIN = """
 def third_party(tmp_path_factory):
     root = tmp_path_factory.mktemp("dists")
     target = root / "site"
-    _install(_make_dist(root, "classsr_echo", GOOD_PLUGIN), target)
-    _install(_make_dist(root, "classsr_broken", BROKEN_PLUGIN), target)
+    install_into(_make_dist(root, "classsr_echo", GOOD_PLUGIN), target)
+    install_into(_make_dist(root, "classsr_broken", BROKEN_PLUGIN), target)
     return {"PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
 
 
