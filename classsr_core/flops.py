@@ -270,11 +270,23 @@ def _per_output_element(scale: float):
 
 
 def _avg_pool_handler(inputs, outputs) -> float:
-    kernel = inputs[1].toIValue()
-    kernel = list(kernel) if isinstance(kernel, (list, tuple)) else [kernel, kernel]
+    # kernel x kernel adds per output value; the kernel may only be known at trace time as
+    # a list of constants, and if not at all, count one add per input value instead.
+    kernel = _int_list(inputs[1])
+    if not kernel or any(k is None for k in kernel):
+        return _per_input_element(inputs, outputs)
     if len(kernel) == 1:
         kernel = kernel * 2
     return float(math.prod(_shape(outputs[0])) * math.prod(kernel))
+
+
+def _int_list(value) -> list | None:
+    v = value.toIValue()
+    if v is None and value.node().kind() == "prim::ListConstruct":
+        v = [i.toIValue() for i in value.node().inputs()]
+    if isinstance(v, int):
+        v = [v]
+    return list(v) if isinstance(v, (list, tuple)) else None
 
 
 def _elementwise_handler(name: str):

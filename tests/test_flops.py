@@ -97,6 +97,12 @@ def test_interpolation_and_mean_match_fvcore_rules():
     assert count_flops(mean, (1, 3, 4, 4)) == 48  # one add per input value, as avg pooling
 
 
+def test_average_pooling_counts_its_window():
+    assert count_flops(nn.AvgPool2d(2), (1, 3, 8, 8)) == 3 * 4 * 4 * 4
+    pool = Lambda(lambda x: F.avg_pool2d(x, [3, 3], stride=1))  # a traced list of constants
+    assert count_flops(pool, (1, 3, 8, 8)) == 3 * 6 * 6 * 9
+
+
 def test_unknown_op_is_listed_and_warned_never_silent():
     net = Lambda(lambda x: torch.cumsum(x, dim=1))
     with pytest.warns(UserWarning, match="aten::cumsum"):
