@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from nets import TinyNet
 from torch import nn
 
 from classsr_core import flops as F_
@@ -23,19 +24,6 @@ class Lambda(nn.Module):
 
     def forward(self, x):
         return self.fn(x)
-
-
-class TinyNet(nn.Module):
-    """3x3 conv (3 -> nf) + 3x3 conv (nf -> 3 s^2) + pixel shuffle."""
-
-    def __init__(self, nf: int = 8, scale: int = 2):
-        super().__init__()
-        self.c1 = nn.Conv2d(3, nf, 3, 1, 1)
-        self.c2 = nn.Conv2d(nf, 3 * scale * scale, 3, 1, 1)
-        self.up = nn.PixelShuffle(scale)
-
-    def forward(self, x):
-        return self.up(self.c2(torch.relu(self.c1(x))))
 
 
 def tiny_macs(nf: int, scale: int, h: int, w: int) -> int:

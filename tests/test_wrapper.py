@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from nets import TinyNet
 from torch import nn
 
 from classsr_core.checkpoint import load_model
 from classsr_core.classifier import ClassModule
 from classsr_core.errors import CheckpointError, InputError
 from classsr_core.wrapper import ClassWrapper
-
-
-class TinyNet(nn.Module):
-    """A user's own backbone: width keyword ``nf``, takes ``scale``."""
-
-    def __init__(self, nf: int = 8, scale: int = 2):
-        super().__init__()
-        self.c1 = nn.Conv2d(3, nf, 3, 1, 1)
-        self.c2 = nn.Conv2d(nf, 3 * scale * scale, 3, 1, 1)
-        self.up = nn.PixelShuffle(scale)
-
-    def forward(self, x):
-        return self.up(self.c2(torch.relu(self.c1(x))))
 
 
 class AlwaysX2(nn.Module):
