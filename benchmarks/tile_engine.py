@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from official_loop import official_loop  # benchmarks/official_loop.py, shared with speed.py
 
 from classsr_core.flops import count_flops
 from classsr_core.tiling import patch_grid
@@ -77,23 +78,6 @@ def fixed_routing(x: torch.Tensor, p: int, s: int) -> np.ndarray:
     classes[order[bounds[0] : bounds[1]]] = 1
     classes[order[bounds[1] :]] = 2
     return classes
-
-
-def official_loop(model, x, classes, p, s) -> torch.Tensor:
-    """The official test loop, fixed to cover the borders: one patch at a time."""
-    grid = patch_grid(x.shape[2], x.shape[3], p, s)
-    sc = model.scale
-    out = torch.zeros(1, 3, x.shape[2] * sc, x.shape[3] * sc)
-    weight = torch.zeros(1, 1, x.shape[2] * sc, x.shape[3] * sc)
-    with torch.inference_mode():
-        for k in range(len(grid)):
-            y, c = grid.position(k)
-            patch = x[:, :, y : y + p, c : c + p]
-            model.classifier(patch).argmax(1)  # the official code classifies each patch
-            sr = model.branches[int(classes[k])](patch)
-            out[..., y * sc : (y + p) * sc, c * sc : (c + p) * sc] += sr
-            weight[..., y * sc : (y + p) * sc, c * sc : (c + p) * sc] += 1
-    return out / weight
 
 
 def sum_alone(model, x, classes, p, s, sizes) -> list[float]:

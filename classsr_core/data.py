@@ -508,3 +508,37 @@ class ShardedBatchSampler:
         while True:
             yield self.batch_at(t)
             t += 1
+
+
+def width_at(t: int, num_branches: int, seed: tuple[int, ...] | int = 0) -> int:
+    """The branch that step ``t`` of shared-weight stage 1 trains.
+
+    Steps come in blocks of ``num_branches``; each block visits every width once, in a
+    seeded random order. Every width gets the same number of updates (a plain random draw
+    lets one width fall behind), and the choice is a function of ``(seed, t)``, so resuming
+    continues the same schedule.
+    """
+    block, j = divmod(t, num_branches)
+    seed = list(seed) if isinstance(seed, (tuple, list)) else [seed]
+    return int(np.random.default_rng([*seed, block]).permutation(num_branches)[j])
+
+
+class WidthSampler:
+    """Batches for shared-weight stage 1: step ``t`` draws from the class of
+    :func:`width_at` ``(t)``, through that class's own :class:`ShardedBatchSampler` (each
+    class is at its ``t // num_branches``-th batch: one per block)."""
+
+    def __init__(self, samplers: list[ShardedBatchSampler], seed, start: int = 0):
+        self.samplers = samplers
+        self.seed = seed
+        self.start = start
+
+    def batch_at(self, t: int) -> list[tuple[int, int]]:
+        m = len(self.samplers)
+        return self.samplers[width_at(t, m, self.seed)].batch_at(t // m)
+
+    def __iter__(self):
+        t = self.start
+        while True:
+            yield self.batch_at(t)
+            t += 1

@@ -33,6 +33,7 @@ from classsr_core.checks import check_image_tensor, check_tiling
 from classsr_core.errors import InputError
 
 BLENDS = ("mean", "window")
+MODES = ("patches", "regions")
 
 # Patches per branch call when the caller gives none, by device type and the branch's
 # multiply-adds per patch: (threshold, batch below it, batch at or above it). On CPU small
@@ -98,6 +99,9 @@ class InferResult:
     device: str = "cpu"
     padding: tuple[int, int] = (0, 0)  # LR rows / cols added at the bottom / right
     flops_per_patch: dict[str, Any] = field(default_factory=dict)  # classifier, branches
+    mode: str = "patches"
+    halos: list[int] = field(default_factory=list)  # regions: LR halo per branch
+    tiles: int = 0  # branch inputs run: patches, or merged rectangles in "regions" mode
 
     @property
     def num_patches(self) -> int:
@@ -138,8 +142,7 @@ def assign_classes(
         return probs.argmax(dim=1)
     from classsr_core.budget import assign_budget
 
-    if costs is None or any(math.isnan(c) for c in costs["branches"]):
-        raise InputError("budget routing needs the branches' FLOPs, which could not be counted")
+    _check_budget_costs(costs)
     assign = assign_budget(
         probs.float().cpu().numpy(),
         costs["branches"],
@@ -170,6 +173,9 @@ def infer(
     budget: float | None = None,
     device: str | torch.device | None = None,
     classes=None,
+    mode: str = "patches",
+    halo: int | None = None,
+    max_cells: int | None = None,
 ) -> InferResult:
     """Run a whole image through ``model`` (a :class:`~classsr_core.wrapper.ClassWrapper`).
 
@@ -189,12 +195,29 @@ def infer(
         classes: force the routing: one class per patch, shape ``(rows, cols)`` or
             ``(rows * cols,)`` of :func:`patch_grid`. The classifier still runs (its
             probabilities are returned and its cost counted), so costs are a real run's.
+        mode: ``"patches"`` runs every patch on its own and averages the overlaps (the
+            paper); ``"regions"`` merges neighbouring patches of the same class into larger
+            tiles with a halo and writes each output pixel once (:mod:`classsr_core.regions`).
+            In "regions" ``flops_fraction`` is relative to the widest branch on the whole
+            image, and a budget chooses the classes by their per-patch costs.
+        halo: "regions" only: LR pixels of context around each tile; default each branch's
+            measured receptive field, at most 8 (with the full field the output equals the
+            branch run on the whole image).
+        max_cells: "regions" only: the largest tile, in patches a side (default 8).
     """
     t_start = time.perf_counter()
     if budget is not None and model.classifier is None:
         raise InputError("budget= needs a model with at least two branches to choose from")
     if blend not in BLENDS:
         raise InputError(f"blend must be one of {BLENDS}, got {blend!r}")
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "regions" and blend != "mean":
+        raise InputError("blend applies to mode='patches' only: regions do not overlap")
+    if halo is not None and int(halo) < 0:
+        raise InputError(f"halo must be 0 or more LR pixels, got {halo}")
+    if max_cells is not None and int(max_cells) < 1:
+        raise InputError(f"max_cells must be at least 1, got {max_cells}")
     p = int(patch_size if patch_size is not None else model.patch_size)
     s = int(stride if stride is not None else model.stride)
     check_tiling(p, s)
@@ -251,8 +274,29 @@ def infer(
                     idx = torch.arange(start, min(start + cbs, n), device=dev)
                     chunks.append(model.classify(patches(idx)).float().softmax(dim=1))
                 probs = torch.cat(chunks)
+            if mode == "regions":
+                from classsr_core import regions
+
+                halos = _halos(model, halo, dev)
+                cap = regions.MAX_CELLS if max_cells is None else int(max_cells)
+
+                def plan(assign: np.ndarray):
+                    cells = np.asarray(assign).reshape(grid.rows, grid.cols)
+                    # The real image, not the padded one: tiles need no whole patches, so
+                    # they stop at its edge exactly as a whole-image run does.
+                    rects = regions.rectangles(cells, grid.ys, grid.xs, p, height, width, cap)
+                    pixels = regions.class_pixels(rects, halos, height, width, num_classes)
+                    spent = regions.fraction(costs, n, pixels, p, height * width)
+                    return rects, pixels, spent
+
             if forced is not None:
                 routed = forced.to(dev)
+            elif probs is not None and budget is not None and mode == "regions":
+                _check_budget_costs(costs)
+                assign = regions.assign_for_regions(
+                    probs.float().cpu().numpy(), float(budget), costs, lambda a: plan(a)[2][1]
+                )
+                routed = torch.from_numpy(assign).to(dev)
             elif probs is not None:
                 routed = assign_classes(probs, budget=budget, costs=costs)
             else:
@@ -260,61 +304,85 @@ def infer(
             routed_cpu = routed.cpu()
             timings["classify"] = _now(dev) - t0
 
-            # 2. each branch on its own patches, in batches; 3. add into the HR canvas
-            ps = p * scale
-            win = _window(ps, blend, dev)  # (ps,) separable weights
-            win2 = win[:, None] * win[None, :]
-            canvas = None
-            for i, branch in enumerate(model.branches):
-                bs = sizes[i]
-                t_branch = 0.0
-                idx_all = (routed_cpu == i).nonzero(as_tuple=True)[0]
-                for start in range(0, idx_all.numel(), bs):
-                    idx = idx_all[start : start + bs]
-                    t0 = _now(dev)
-                    out = branch(patches(idx.to(dev)))
-                    t1 = _now(dev)
-                    t_branch += t1 - t0
-                    if out.shape[-2:] != (ps, ps):
-                        raise InputError(
-                            f"branch {i} maps a {p}x{p} patch to {tuple(out.shape[-2:])}, "
-                            f"not {ps}x{ps}: it does not upscale by the model's scale {scale}"
-                        )
-                    if canvas is None:
-                        # A normal tensor (not an inference tensor): it is updated in place
-                        # here and handed to the caller without a copy.
-                        with torch.inference_mode(False):
-                            canvas = torch.zeros(
-                                out.shape[1], grid.height * scale, grid.width * scale, device=dev
-                            )
-                        # On CPU, add through numpy: a torch add of one patch is big enough
-                        # to be split over OpenMP threads, and on a busy machine waiting for
-                        # a descheduled thread made stitching ~100x slower (performance.md).
-                        target = canvas.numpy() if dev.type == "cpu" else canvas
-                    out = out.float()
-                    if blend == "window":
-                        out = out * win2
-                    if dev.type == "cpu":
-                        out = out.numpy()
-                    for k, j in enumerate(idx.tolist()):
-                        y, xx = grid.position(j)
-                        y, xx = y * scale, xx * scale
-                        target[:, y : y + ps, xx : xx + ps] += out[k]
-                    timings["stitch"] += _now(dev) - t1
-                timings[f"branch_{i}"] = t_branch
-                timings["branches"] += t_branch
+            if mode == "regions":
+                rects, pixels, (flops, fraction) = plan(routed_cpu.numpy())
+                canvas, _, tiles = _run_regions(
+                    model,
+                    lr[:, :, :height, :width],
+                    rects,
+                    halos,
+                    sizes,
+                    p,
+                    scale,
+                    layout,
+                    timings,
+                    dev,
+                )
+                output = _from_tensor(canvas[None], kind, image)
 
-            t0 = _now(dev)
-            _divide(canvas, _coverage(grid.ys, grid.height, scale, win), dim=1)
-            _divide(canvas, _coverage(grid.xs, grid.width, scale, win), dim=2)
-            output = _from_tensor(canvas[None, :, : height * scale, : width * scale], kind, image)
-            timings["stitch"] += _now(dev) - t0
+            else:
+                # 2. each branch on its own patches, in batches; 3. add into the HR canvas
+                ps = p * scale
+                win = _window(ps, blend, dev)  # (ps,) separable weights
+                win2 = win[:, None] * win[None, :]
+                canvas = None
+                for i, branch in enumerate(model.branches):
+                    bs = sizes[i]
+                    t_branch = 0.0
+                    idx_all = (routed_cpu == i).nonzero(as_tuple=True)[0]
+                    for start in range(0, idx_all.numel(), bs):
+                        idx = idx_all[start : start + bs]
+                        t0 = _now(dev)
+                        out = branch(patches(idx.to(dev)))
+                        t1 = _now(dev)
+                        t_branch += t1 - t0
+                        if out.shape[-2:] != (ps, ps):
+                            raise InputError(
+                                f"branch {i} maps a {p}x{p} patch to {tuple(out.shape[-2:])}, "
+                                f"not {ps}x{ps}: it does not upscale by the model's scale {scale}"
+                            )
+                        if canvas is None:
+                            # A normal tensor (not an inference tensor): it is updated in place
+                            # here and handed to the caller without a copy.
+                            with torch.inference_mode(False):
+                                canvas = torch.zeros(
+                                    out.shape[1],
+                                    grid.height * scale,
+                                    grid.width * scale,
+                                    device=dev,
+                                )
+                            # On CPU, add through numpy: a torch add of one patch is big enough
+                            # to be split over OpenMP threads, and on a busy machine waiting for
+                            # a descheduled thread made stitching ~100x slower (performance.md).
+                            target = canvas.numpy() if dev.type == "cpu" else canvas
+                        out = out.float()
+                        if blend == "window":
+                            out = out * win2
+                        if dev.type == "cpu":
+                            out = out.numpy()
+                        for k, j in enumerate(idx.tolist()):
+                            y, xx = grid.position(j)
+                            y, xx = y * scale, xx * scale
+                            target[:, y : y + ps, xx : xx + ps] += out[k]
+                        timings["stitch"] += _now(dev) - t1
+                    timings[f"branch_{i}"] = t_branch
+                    timings["branches"] += t_branch
+
+                t0 = _now(dev)
+                _divide(canvas, _coverage(grid.ys, grid.height, scale, win), dim=1)
+                _divide(canvas, _coverage(grid.xs, grid.width, scale, win), dim=2)
+                output = _from_tensor(
+                    canvas[None, :, : height * scale, : width * scale], kind, image
+                )
+                timings["stitch"] += _now(dev) - t0
     finally:
         for m, flag in was_training:
             m.training = flag
 
     counts = torch.bincount(routed_cpu, minlength=num_classes).tolist()
-    flops, fraction = _spent(costs, n, counts)
+    if mode != "regions":
+        flops, fraction = _spent(costs, n, counts)
+        halos, tiles = [], n
     timings["total"] = time.perf_counter() - t_start
     return InferResult(
         output=output,
@@ -333,6 +401,9 @@ def infer(
         device=str(dev),
         padding=(grid.height - height, grid.width - width),
         flops_per_patch=costs,
+        mode=mode,
+        halos=halos,
+        tiles=tiles,
     )
 
 
@@ -495,3 +566,75 @@ def _spent(costs: dict[str, Any], n: int, counts: list[int]) -> tuple[float, flo
     spent = n * costs["classifier"] + sum(c * f for c, f in zip(counts, branch_flops))
     widest = n * max(branch_flops)
     return float(spent), float(spent / widest) if widest > 0 else math.nan
+
+
+def _halos(model, halo: int | None, dev: torch.device) -> list[int]:
+    """LR halo per branch: the given one, or each branch's receptive field (capped),
+    measured once per branch and kept on the module."""
+    if halo is not None:
+        return [int(halo)] * len(model.branches)
+    from classsr_core.regions import receptive_radius
+
+    out = []
+    for branch in model.branches:
+        radius = getattr(branch, "_classsr_receptive_radius", None)
+        if radius is None:
+            radius = receptive_radius(branch, model.in_channels, model.scale, device=dev)
+            branch._classsr_receptive_radius = radius
+        out.append(radius)
+    return out
+
+
+def _run_regions(model, lr, rects, halos, sizes, p, scale, layout, timings, dev):
+    """Each rectangle through its branch with its halo; every HR pixel written once.
+
+    Tiles of one class and shape go in batches holding about as many pixels as a patch
+    batch of that branch would. Returns the HR canvas, LR pixels run per branch, tiles."""
+    from classsr_core.regions import tile_batches
+
+    height, width = lr.shape[-2:]
+    pixels = [0] * len(model.branches)
+    canvas = target = None
+    tiles = 0
+    for cls, group in tile_batches(rects, halos, height, width):
+        rect0, (ty0, ty1, tx0, tx1) = group[0]
+        area = (ty1 - ty0) * (tx1 - tx0)
+        per_call = max(1, sizes[cls] * p * p // area)
+        for start in range(0, len(group), per_call):
+            chunk = group[start : start + per_call]
+            batch = torch.cat([lr[:, :, w[0] : w[1], w[2] : w[3]] for _, w in chunk])
+            t0 = _now(dev)
+            out = model.branches[cls](batch.contiguous(memory_format=layout))
+            t1 = _now(dev)
+            timings[f"branch_{cls}"] = timings.get(f"branch_{cls}", 0.0) + t1 - t0
+            timings["branches"] += t1 - t0
+            tiles += len(chunk)
+            pixels[cls] += area * len(chunk)
+            if out.shape[-2:] != ((ty1 - ty0) * scale, (tx1 - tx0) * scale):
+                raise InputError(
+                    f"branch {cls} maps a {ty1 - ty0}x{tx1 - tx0} tile to "
+                    f"{tuple(out.shape[-2:])}: it does not upscale by the model's scale {scale}"
+                )
+            if canvas is None:
+                # Every pixel is written exactly once: no zero fill needed.
+                with torch.inference_mode(False):
+                    canvas = torch.empty(out.shape[1], height * scale, width * scale, device=dev)
+                target = canvas.numpy() if dev.type == "cpu" else canvas  # see the patch path
+            out = out.float()
+            if dev.type == "cpu":
+                out = out.numpy()
+            for b, (rect, win) in enumerate(chunk):
+                oy, ox = (rect.y0 - win[0]) * scale, (rect.x0 - win[2]) * scale
+                hh, ww = (rect.y1 - rect.y0) * scale, (rect.x1 - rect.x0) * scale
+                target[:, rect.y0 * scale : rect.y1 * scale, rect.x0 * scale : rect.x1 * scale] = (
+                    out[b, :, oy : oy + hh, ox : ox + ww]
+                )
+            timings["stitch"] += _now(dev) - t1
+    for i in range(len(model.branches)):
+        timings.setdefault(f"branch_{i}", 0.0)
+    return canvas, pixels, tiles
+
+
+def _check_budget_costs(costs) -> None:
+    if costs is None or any(math.isnan(c) for c in costs["branches"]):
+        raise InputError("budget routing needs the branches' FLOPs, which could not be counted")

@@ -1,7 +1,10 @@
 """The three training stages of ClassSR, resumable and distributed.
 
 1. ``branches``: branch ``k`` trains alone (L1) on the sub-images of class ``k``. A model
-   with one width is the "-O" baseline: its one branch trains on all sub-images.
+   with one width is the "-O" baseline: its one branch trains on all sub-images. With
+   ``shared_weights`` the branches are slices of one supernet, so training them one after
+   another would let each overwrite the others; instead every step trains one width
+   (:func:`classsr_core.data.width_at`) on a batch of its own class.
 2. ``classifier``: the branches are frozen (their norm layers in eval mode, unlike the
    official code) and the Class-Module trains with :class:`ClassSRLoss` on the soft mix.
 3. ``joint``: everything trains with the same loss.
@@ -234,15 +237,25 @@ class Trainer:
         m = self.model.num_classes
         history: list[dict] = []
         val = None
-        if stage == "branches":
+        if stage == "branches" and self._shared():
+            if not all(any(True for _ in b.parameters()) for b in self.model.branches):
+                raise ConfigError(
+                    "shared_weights with a parameter-free branch (width 0) is not supported: "
+                    "every width of the supernet must have weights to train"
+                )
+            labels = store.labels()
+            per_class = [np.flatnonzero(labels == k) for k in range(m)]
+            _check_classes(per_class)
+            val, history = self.fit(stage, 0, scfg, dataset, per_class, point)
+        elif stage == "branches":
             labels = store.labels() if m > 1 else np.zeros(len(store), dtype=np.int8)
             for k in range(point.part, m):
+                if not any(True for _ in self.model.branches[k].parameters()):
+                    # e.g. FSRCNN width 0 (the bicubic skip alone): nothing to learn
+                    self._say(f"[{stage}] branch {k + 1}/{m} has no parameters: nothing to train")
+                    continue
                 indices = np.flatnonzero(labels == k)
-                if len(indices) == 0:
-                    raise ClassSRError(
-                        f"class {k} has no sub-images, so branch {k} cannot train; "
-                        "add images or change divide.ratios"
-                    )
+                _check_classes({k: indices})
                 start = point if k == point.part else ResumePoint(part=k)
                 val, hist = self.fit(stage, k, scfg, dataset, indices, start)
                 history += hist
@@ -252,7 +265,8 @@ class Trainer:
 
         path = self.out / f"{stage}.safetensors"
         if self.ctx.is_main:
-            meta = self._meta(stage, m - 1 if stage == "branches" else 0, scfg.iterations, True)
+            last = m - 1 if stage == "branches" and not self._shared() else 0
+            meta = self._meta(stage, last, scfg.iterations, True)
             if val is not None:
                 meta["val"] = val
             div = store.divide_info()
@@ -266,9 +280,16 @@ class Trainer:
         self.ctx.barrier()
         return StageResult(stage, path, val, history)
 
+    def _shared(self) -> bool:
+        """Stage 1 trains a supernet (one run over all widths, not one run per branch)?"""
+        spec = self.model.spec or {}
+        return bool(spec.get("shared_weights")) and self.model.num_classes > 1
+
     def _parts(self, stage: str, part: int) -> tuple[nn.Module, nn.Module]:
         """``(trainable, net)``: what the optimiser updates and what the forward calls."""
         model = self.model
+        if stage == "branches" and self._shared():
+            return model.branches[-1], _BranchRunner(model.branches)
         if stage == "branches":
             branch = model.branches[part]
             return branch, branch
@@ -279,7 +300,9 @@ class Trainer:
     def _set_train_mode(self, stage: str, part: int) -> None:
         model = self.model
         model.eval()
-        if stage == "branches":
+        if stage == "branches" and self._shared():
+            model.branches.train()
+        elif stage == "branches":
             model.branches[part].train()
         elif stage == "classifier":
             model.train()  # the soft mix needs training mode
@@ -293,16 +316,18 @@ class Trainer:
         part: int,
         scfg: StageSection,
         dataset,
-        indices: np.ndarray,
+        indices: np.ndarray | list[np.ndarray],
         start: ResumePoint,
     ) -> tuple[dict | None, list[dict]]:
+        """Train ``part`` of ``stage`` on the sub-images ``indices`` (one array per class
+        when a shared-weight stage 1 samples a width per step)."""
         from timm.optim import create_optimizer_v2
         from timm.scheduler import CosineLRScheduler
         from timm.utils import ModelEmaV3
         from torch.utils.data import DataLoader
         from tqdm import tqdm
 
-        from classsr_core.data import ShardedBatchSampler
+        from classsr_core.data import ShardedBatchSampler, WidthSampler, width_at
         from classsr_core.losses import ClassSRLoss
 
         ctx, model = self.ctx, self.model
@@ -358,15 +383,25 @@ class Trainer:
             runner = DistributedDataParallel(net, device_ids=ids)
 
         stage_index = STAGES.index(stage)
-        sampler = ShardedBatchSampler(
-            indices,
-            scfg.batch_size // ctx.world,
-            rank=ctx.rank,
-            world=ctx.world,
-            seed=(self.cfg.seed, stage_index, part),
-            start=start.iteration,
-            augment=scfg.augment,
-        )
+        shared = stage == "branches" and self._shared()
+
+        def sampler_for(idx: np.ndarray, part: int, start: int) -> ShardedBatchSampler:
+            return ShardedBatchSampler(
+                idx,
+                scfg.batch_size // ctx.world,
+                rank=ctx.rank,
+                world=ctx.world,
+                seed=(self.cfg.seed, stage_index, part),
+                start=start,
+                augment=scfg.augment,
+            )
+
+        width_seed = (self.cfg.seed, stage_index, 1000)  # apart from parts 0..M-1
+        if shared:
+            per_class = [sampler_for(idx, k, 0) for k, idx in enumerate(indices)]
+            sampler = WidthSampler(per_class, width_seed, start=start.iteration)
+        else:
+            sampler = sampler_for(indices, part, start.iteration)
         workers = self.cfg.num_workers
         if workers is None:
             workers = 4 if self.device.type == "cuda" else 0
@@ -377,7 +412,7 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
         )
         criterion = ClassSRLoss(**scfg.loss.model_dump()) if stage != "branches" else None
-        label = f"{stage}" + (f" {part + 1}/{model.num_classes}" if stage == "branches" else "")
+        label = _label(stage, part, model.num_classes, shared)
         bar = tqdm(
             total=iters,
             initial=start.iteration,
@@ -398,7 +433,11 @@ class Trainer:
                 lr_u8, hr_u8 = next(it)
                 lr = lr_u8.to(self.device, non_blocking=True).float().div_(255.0)
                 hr = hr_u8.to(self.device, non_blocking=True).float().div_(255.0)
-                if criterion is None:
+                if shared:
+                    out = runner(lr, width_at(t, model.num_classes, width_seed))
+                    loss = nn.functional.l1_loss(out, hr)
+                    parts = {"l1": loss}
+                elif criterion is None:
                     out = runner(lr)
                     loss = nn.functional.l1_loss(out, hr)
                     parts = {"l1": loss}
@@ -461,8 +500,12 @@ class Trainer:
             trainable.load_state_dict(ema.module.state_dict())
         for p in model.parameters():
             p.requires_grad_(True)
-        val = self._validate(stage, part, iters)
-        if stage == "branches" and part + 1 < model.num_classes and ctx.is_main:
+        if shared:  # every width, each on every patch; the widest's record is the stage's
+            for k in range(model.num_classes):
+                val = self._validate(stage, k, iters)
+        else:
+            val = self._validate(stage, part, iters)
+        if stage == "branches" and not shared and part + 1 < model.num_classes and ctx.is_main:
             # Between branches: weights so far, no optimiser state (the next branch is fresh).
             self._save_weights_state(stage, part + 1, 0)
         ctx.barrier()
@@ -538,7 +581,7 @@ class Trainer:
             "val_images": len(images),
             "val_seconds": round(time.perf_counter() - t0, 2),
         }
-        label = f"{stage}" + (f" {part + 1}/{model.num_classes}" if stage == "branches" else "")
+        label = _label(stage, part, model.num_classes, False)
         ratios = "/".join(f"{100 * r:.0f}%" for r in rec["class_ratios"])
         self._log(
             rec,
@@ -568,6 +611,33 @@ class Trainer:
     def _say(self, text: str) -> None:
         if self.ctx.is_main:
             print(text, flush=True)
+
+
+class _BranchRunner(nn.Module):
+    """``forward(x, k)`` = branch ``k``: one module for DDP to wrap in shared-weight stage 1."""
+
+    def __init__(self, branches: nn.ModuleList) -> None:
+        super().__init__()
+        self.branches = branches
+
+    def forward(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        return self.branches[k](x)
+
+
+def _label(stage: str, part: int, num_classes: int, shared: bool) -> str:
+    if stage != "branches":
+        return stage
+    return f"{stage} (all widths)" if shared else f"{stage} {part + 1}/{num_classes}"
+
+
+def _check_classes(indices) -> None:
+    items = indices.items() if isinstance(indices, dict) else enumerate(indices)
+    for k, idx in items:
+        if len(idx) == 0:
+            raise ClassSRError(
+                f"class {k} has no sub-images, so branch {k} cannot train; "
+                "add images or change divide.ratios"
+            )
 
 
 def _complete(path: Path) -> bool:

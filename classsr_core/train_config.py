@@ -31,6 +31,11 @@ class ModelSection(StrictModel):
     stride: int = Field(28, ge=1, description="LR patch stride of the tile engine")
     backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
     classifier_kwargs: dict[str, Any] = Field(default_factory=dict)
+    shared_weights: bool = Field(
+        False,
+        description="one supernet; branch i is a width slice of the widest (stage 1 samples "
+        "a width per step)",
+    )
 
     @model_validator(mode="after")
     def _one_generator(self) -> ModelSection:

@@ -54,9 +54,22 @@ class FSRCNN(nn.Module):
         # interpolated copy of its input (as MSRResNet's bilinear skip), so it starts at
         # bicubic quality instead of from black; short CPU schedules need this.
         self.skip = skip
+        self.scale = scale
+        if d == 0:
+            # Width 0 is the skip alone: no network, just the interpolation. As the cheapest
+            # branch of a ClassSR model it sends smooth patches through bicubic at ~1% of a
+            # network's cost (docs/performance.md).
+            if skip is None:
+                raise InputError(
+                    "fsrcnn width d=0 is the skip connection alone; give skip='bicubic' "
+                    "(or 'bilinear'), or a width of at least 1"
+                )
+            self.head_conv = self.body_conv = self.tail_conv = None
+            return
+        if d < 0:
+            raise InputError(f"fsrcnn width d must be 0 or more, got {d}")
         if m < 1:
             raise InputError(f"FSRCNN needs at least one mapping conv (m >= 1), got m={m}")
-        self.scale = scale
         self.head_conv = nn.Sequential(nn.Conv2d(in_channels, d, 5, 1, 2), nn.PReLU())
         layers: list[nn.Module] = [nn.Sequential(nn.Conv2d(d, s, 1), nn.PReLU())]
         layers += [nn.Conv2d(s, s, 3, 1, 1) for _ in range(m)]
@@ -78,13 +91,14 @@ class FSRCNN(nn.Module):
                 nn.init.zeros_(mod.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.tail_conv(self.body_conv(self.head_conv(x)))
         if self.skip:
             up = nn.functional.interpolate(
                 x, scale_factor=self.scale, mode=self.skip, align_corners=False
             )
-            out = out + up
-        return out
+            if self.tail_conv is None:
+                return up
+        out = self.tail_conv(self.body_conv(self.head_conv(x)))
+        return out + up if self.skip else out
 
 
 def fsrcnn(scale: int = 4, in_channels: int = 3, d: int = 56, m: int = 4, **kw) -> FSRCNN:

@@ -1,0 +1,44 @@
+"""The official ClassSR test loop, shared by the benchmarks (tile_engine.py, speed.py).
+
+Each LR patch goes alone (batch 1) through the classifier and then one branch, in a Python
+loop, and overlaps are averaged: what the official test code does, on the engine's grid
+(the last row and column moved back to the image edge, so the borders are covered too).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from classsr_core.tiling import patch_grid
+
+
+def official_loop(
+    model, x: torch.Tensor, classes=None, p: int | None = None, s: int | None = None
+) -> tuple[torch.Tensor, np.ndarray]:
+    """``(HR float32 tensor on x's device, class of every patch)`` for ``x`` ``(1, C, H, W)``.
+
+    ``classes`` (one per patch, row-major) forces each patch's branch; the classifier still
+    runs on every patch, as in the official code. Default: the classifier's argmax.
+    """
+    p = int(p or model.patch_size)
+    s = int(s or model.stride)
+    grid = patch_grid(x.shape[2], x.shape[3], p, s)
+    sc = model.scale
+    size = (1, x.shape[1], x.shape[2] * sc, x.shape[3] * sc)
+    out = torch.zeros(size, device=x.device)
+    weight = torch.zeros(1, 1, *size[2:], device=x.device)
+    picked = np.zeros(len(grid), dtype=np.int64)
+    with torch.inference_mode():
+        for k in range(len(grid)):
+            y, c = grid.position(k)
+            patch = x[:, :, y : y + p, c : c + p]
+            choice = None if model.classifier is None else model.classifier(patch).argmax(1)
+            if classes is not None:
+                picked[k] = int(classes[k])
+            elif choice is not None:
+                picked[k] = int(choice)  # waits for the device, as the official indexing does
+            sr = model.branches[int(picked[k])](patch)
+            out[..., y * sc : (y + p) * sc, c * sc : (c + p) * sc] += sr.float()
+            weight[..., y * sc : (y + p) * sc, c * sc : (c + p) * sc] += 1
+    return out / weight, picked

@@ -1,0 +1,639 @@
+"""Time, peak memory, PSNR and FLOPs of x4 upscaling real photos to 2K, 4K and 8K outputs.
+
+Run by hand (not a test), from the repository root:
+
+    scripts/fetch_photos.sh        # data/mate/...: the full-size Wood.jpg and YellowFlower.jpg
+    .venv/bin/python benchmarks/speed.py [--sizes 2K 4K 8K] [--threads 2] [--reps 1]
+        [--model classsr-fsrcnn-x4 ...] [--o-model fsrcnn-x4] [--budget 0.8 ...]
+        [--skip-loop-above 4K] [--out table.md] [--json rows.json]
+    .venv/bin/python benchmarks/speed.py --device cuda [--half]  # or benchmarks/gpu_check.sh
+
+Test images (made once, cached under runs/speed-images/): the two validation photos at full
+size (2560 px wide) are centre-cropped to 16:9 and resized to 1920x1080 tiles with MATLAB
+bicubic (antialiased, ``classsr_core._basicsr.imresize``). 2K is the Wood tile; 4K the 2x2
+mosaic [[Wood, YellowFlower mirrored left-right], [YellowFlower mirrored top-bottom, Wood
+turned 180 degrees]]; 8K that 2x2 pattern repeated over 4x4 tiles. The LR input is the SR
+task's degradation of the HR (MATLAB bicubic x1/4), rounded to uint8 as ``prepare`` does.
+
+Methods, each mapping the uint8 LR array to a uint8 HR array (host-device copies included):
+``-O whole`` (the -O model's one branch on the whole LR image at once), ``-O tiled`` (the
+-O model through the tile engine), ``official loop`` (the ClassSR model, one 32x32 patch at
+a time: classifier, then its argmax branch; benchmarks/official_loop.py), ``ClassSR
+patches`` (``model.infer``), ``ClassSR regions`` (``model.infer(mode="regions")``) and,
+per ``--budget``, patches and regions at that FLOPs budget.
+
+On CPU every (size, method) is measured in a fresh process (``--one SIZE KIND``), so its
+peak RSS is its own. Time is the minimum over ``--reps`` runs, after one warm-up run on a
+small crop. The official loop visits 170, 700 and 2,691 patches at 2K, 4K and 8K (about
+0.45 s at 2K on one busy CPU thread), so it runs at every size unless skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from official_loop import official_loop
+
+from classsr_core.errors import InputError
+
+SCALE = 4
+SIZES = {"2K": 1, "4K": 2, "8K": 4}  # tiles per side; a tile is 1920x1080 HR
+TILE = (1920, 1080)
+PHOTOS = ("Wood", "YellowFlower")
+MATE = Path("data/mate/usr/share/backgrounds/mate/nature")
+KINDS = ("whole", "tiled", "loop", "patches", "regions")
+LABELS = {
+    "whole": "-O whole",
+    "tiled": "-O tiled",
+    "loop": "official loop",
+    "patches": "ClassSR patches",
+    "regions": "ClassSR regions",
+}
+WARM_UP = (96, 128)  # LR crop for the warm-up run: 4 x 5 patches
+
+
+class Unavailable(Exception):
+    """The method cannot run with this engine (e.g. a mode it does not have yet)."""
+
+
+@dataclass(frozen=True)
+class Method:
+    kind: str
+    model: str
+    budget: float | None = None
+
+    @property
+    def label(self) -> str:
+        label = LABELS[self.kind]
+        return label if self.budget is None else f"{label}, budget {self.budget:g}"
+
+
+@dataclass
+class Row:
+    size: str
+    method: str
+    model: str
+    kind: str
+    budget: float | None = None
+    times: list[float] = field(default_factory=list)
+    mem_above_mib: float | None = None
+    mem_peak_mib: float | None = None
+    mem_upper_bound: bool = False  # the peak did not rise during the runs (see header)
+    psnr: float | None = None
+    flops: float | None = None
+    class_counts: list[int] | None = None
+    engine: dict | None = None  # the engine's last run: timings (s), tiles, batch sizes
+    note: str = ""
+
+    @property
+    def time(self) -> float | None:
+        return min(self.times) if self.times else None
+
+
+# -- test images ---------------------------------------------------------------------------
+
+
+def read_uint8(path: Path) -> np.ndarray:
+    from classsr_core.imageio import read_image, to_array
+
+    return to_array(read_image(path))
+
+
+@lru_cache(maxsize=2)  # in one process every row of a size reads the same LR and HR
+def read_cached(path: str) -> np.ndarray:
+    return read_uint8(Path(path))
+
+
+def centre_crop(img: np.ndarray, aspect: float) -> np.ndarray:
+    h, w = img.shape[:2]
+    if w / h > aspect:
+        cw = round(h * aspect)
+        return img[:, (w - cw) // 2 : (w - cw) // 2 + cw]
+    ch = round(w / aspect)
+    return img[(h - ch) // 2 : (h - ch) // 2 + ch]
+
+
+def make_tile(stem: str, cache: Path) -> np.ndarray:
+    """A 1920x1080 uint8 tile of a full-size validation photo (cached)."""
+    from classsr_core._basicsr import imresize
+    from classsr_core.data import to_uint8
+    from classsr_core.imageio import read_image, write_image
+
+    path = cache / f"tile-{stem}.png"
+    if path.is_file():
+        return read_uint8(path)
+    src = MATE / f"{stem}.jpg"
+    if not src.is_file():
+        raise SystemExit(f"{src} is missing: run scripts/fetch_photos.sh first")
+    crop = centre_crop(read_image(src).rgb, TILE[0] / TILE[1])
+    tile = to_uint8(imresize(crop, TILE[0] / crop.shape[1]))
+    if tile.shape[:2] != (TILE[1], TILE[0]):
+        raise SystemExit(f"{src}: tile came out {tile.shape[1]}x{tile.shape[0]}, not {TILE}")
+    write_image(path, tile)
+    return tile
+
+
+def mosaic(n: int, tiles: list[np.ndarray]) -> np.ndarray:
+    """``n x n`` tiles: the photos alternate; odd columns / rows are mirrored."""
+    rows = []
+    for r in range(n):
+        row = []
+        for c in range(n):
+            t = tiles[(r + c) % len(tiles)]
+            t = t[:, ::-1] if c % 2 else t
+            row.append(t[::-1] if r % 2 else t)
+        rows.append(np.concatenate(row, axis=1))
+    return np.ascontiguousarray(np.concatenate(rows, axis=0))
+
+
+def ensure_images(size: str, cache: Path) -> tuple[Path, Path]:
+    """``(LR path, HR path)`` of a test size, made and cached on first use."""
+    from classsr_core.data import to_uint8
+    from classsr_core.imageio import write_image
+    from classsr_core.plugins import lookup
+
+    lr_path, hr_path = cache / f"{size}-lr.png", cache / f"{size}-hr.png"
+    if lr_path.is_file() and hr_path.is_file():
+        return lr_path, hr_path
+    cache.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    hr = mosaic(SIZES[size], [make_tile(stem, cache) for stem in PHOTOS])
+    task = lookup("tasks", "sr").factory(scale=SCALE)
+    lr = to_uint8(task.make_input(hr.astype(np.float32) / 255.0, np.random.default_rng(0)))
+    write_image(hr_path, hr)
+    write_image(lr_path, lr)  # written last: its presence means both are complete
+    print(f"made {size}: HR {hr.shape[1]}x{hr.shape[0]} in {time.perf_counter() - t0:.1f} s")
+    return lr_path, hr_path
+
+
+def load_lr(size: str, args) -> np.ndarray:
+    lr = read_cached(str(Path(args.images) / f"{size}-lr.png"))
+    return np.ascontiguousarray(lr[: args.max_side, : args.max_side]) if args.max_side else lr
+
+
+def load_hr(size: str, args) -> np.ndarray:
+    hr = read_cached(str(Path(args.images) / f"{size}-hr.png"))
+    side = args.max_side * SCALE if args.max_side else None
+    return hr[:side, :side]
+
+
+# -- methods -------------------------------------------------------------------------------
+
+
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    elif dev.type == "mps":
+        torch.mps.synchronize()
+
+
+def to_input(lr8: np.ndarray, model, dev: torch.device) -> torch.Tensor:
+    """``(1, C, H, W)`` in [0, 1], the model's dtype; channels-last on CPU as the engine."""
+    dtype = next(model.parameters()).dtype
+    x = torch.from_numpy(lr8).permute(2, 0, 1)[None].to(dev).float().div_(255).to(dtype)
+    return x.contiguous(memory_format=torch.channels_last) if dev.type == "cpu" else x
+
+
+def to_uint8_image(hr: torch.Tensor) -> np.ndarray:
+    """Round and clip as the engine does for numpy input."""
+    arr = hr[0].float().clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(1, 2, 0)
+    return np.ascontiguousarray(arr.cpu().numpy())
+
+
+def run(method: Method, model, lr8: np.ndarray, dev: torch.device) -> tuple[np.ndarray, dict]:
+    """One call of ``method``: the uint8 HR output and ``{"flops", "class_counts"}``."""
+    if method.kind == "whole":
+        with torch.inference_mode():
+            out = to_uint8_image(model.branches[0](to_input(lr8, model, dev)))
+        return out, {}
+    if method.kind == "loop":
+        with torch.inference_mode():
+            hr, classes = official_loop(model, to_input(lr8, model, dev))
+            out = to_uint8_image(hr)
+        counts = np.bincount(classes, minlength=len(model.branches)).tolist()
+        return out, {"class_counts": counts}
+    options = {} if method.budget is None else {"budget": method.budget}
+    if method.kind == "regions":
+        options["mode"] = "regions"
+    try:
+        res = model.infer(lr8, **options)
+    except (TypeError, InputError) as exc:
+        if method.kind == "regions" and "mode" in str(exc):
+            raise Unavailable("mode not available") from exc
+        raise
+    engine = {"timings": res.timings, "tiles": getattr(res, "tiles", None)}
+    engine["batch_sizes"] = res.batch_sizes
+    return res.output, {"flops": res.flops, "class_counts": res.class_counts, "engine": engine}
+
+
+def whole_flops(model, lr_shape: tuple[int, ...]) -> float:
+    """The branch's multiply-adds per LR pixel (counted on 64x64) times the pixels: exact
+    for a fully convolutional branch, without tracing an 8K-sized forward."""
+    from classsr_core.flops import count_flops
+
+    per_pixel = count_flops(model.branches[0], (1, model.in_channels, 64, 64)) / 64**2
+    return per_pixel * lr_shape[0] * lr_shape[1]
+
+
+def loop_flops(model, counts: list[int]) -> float:
+    """What the engine counts for the same routing: classifier on every patch + branches."""
+    from classsr_core.flops import model_costs
+
+    costs = model_costs(model)
+    spent = sum(c * b["flops"] for c, b in zip(counts, costs["branches"]))
+    return sum(counts) * costs["classifier"]["flops"] + spent
+
+
+# -- memory --------------------------------------------------------------------------------
+
+
+def rss_mib() -> float:
+    """Resident set size now (MiB); the peak so far where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return max_rss_mib()
+
+
+def max_rss_mib() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes vs KiB
+
+
+class MemoryProbe:
+    """Peak memory of what runs between construction and :meth:`read`."""
+
+    def __init__(self, dev: torch.device):
+        self.dev = dev
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(dev)
+            self.base = torch.cuda.memory_allocated(dev) / 2**20
+        else:
+            self.base = rss_mib()
+            self.max_before = max_rss_mib()
+
+    def read(self, row: Row) -> None:
+        if self.dev.type == "cuda":
+            row.mem_peak_mib = torch.cuda.max_memory_allocated(self.dev) / 2**20
+        elif self.dev.type == "cpu":
+            row.mem_peak_mib = max_rss_mib()
+            # ru_maxrss did not rise: the runs stayed under an earlier peak (imports).
+            row.mem_upper_bound = row.mem_peak_mib <= self.max_before
+        else:
+            return
+        row.mem_above_mib = row.mem_peak_mib - self.base
+
+
+# -- one measurement -----------------------------------------------------------------------
+
+
+def load(name: str, dev: torch.device, half: bool):
+    from classsr_core.checkpoint import load_model
+
+    model = load_model(name, device=dev)
+    return model.half() if half else model
+
+
+def measure(size: str, method: Method, model, args, dev: torch.device) -> Row:
+    """Warm up on a small crop, then time ``args.reps`` runs, then score the last output."""
+    row = Row(size, method.label, method.model, method.kind, method.budget)
+    lr8 = load_lr(size, args)
+    try:
+        run(method, model, np.ascontiguousarray(lr8[: WARM_UP[0], : WARM_UP[1]]), dev)
+    except Unavailable as exc:
+        row.note = f"n/a ({exc})"
+        return row
+    flops = whole_flops(model, lr8.shape) if method.kind == "whole" else None
+    if method.kind == "loop":
+        loop_flops(model, [0] * len(model.branches))  # count (and cache) before the probe
+    sync(dev)
+    probe = MemoryProbe(dev)
+    for _ in range(args.reps):
+        sync(dev)
+        t0 = time.perf_counter()
+        out, info = run(method, model, lr8, dev)
+        sync(dev)
+        row.times.append(time.perf_counter() - t0)
+    probe.read(row)
+    row.class_counts = info.get("class_counts")
+    row.engine = info.get("engine")
+    if method.kind == "loop":
+        flops = loop_flops(model, row.class_counts)
+    row.flops = info.get("flops", flops)
+    row.psnr = psnr(out, load_hr(size, args))
+    return row
+
+
+def psnr(out: np.ndarray, hr: np.ndarray) -> float:
+    """The SR task's PSNR (RGB, 0..255, its crop_border); SSIM is skipped (slow at 8K)."""
+    from classsr_core._basicsr import metrics
+    from classsr_core.plugins import lookup
+
+    border = lookup("tasks", "sr").factory(scale=SCALE).crop_border()
+    return float(metrics()[0](out, hr, crop_border=border, input_order="HWC"))
+
+
+def one(args) -> int:
+    """``--one SIZE KIND``: one measurement in this (fresh) process; prints its row."""
+    size, kind = args.one
+    if size not in SIZES or kind not in KINDS:
+        raise SystemExit(f"--one takes a size of {list(SIZES)} and a kind of {KINDS}")
+    torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    name = args.o_model if kind in ("whole", "tiled") else args.model[0]
+    budget = args.budget[0] if args.budget else None
+    row = measure(size, Method(kind, name, budget), load(name, dev, args.half), args, dev)
+    print("ROW " + json.dumps(asdict(row)))
+    return 0
+
+
+# -- the whole run -------------------------------------------------------------------------
+
+
+def plan(args) -> list[tuple[str, Method]]:
+    todo = []
+    for size in args.sizes:
+        todo += [(size, Method("whole", args.o_model)), (size, Method("tiled", args.o_model))]
+        for name in args.model:
+            todo.append((size, Method("loop", name)))
+            for budget in [None, *args.budget]:
+                todo.append((size, Method("patches", name, budget)))
+                todo.append((size, Method("regions", name, budget)))
+    return todo
+
+
+def loop_skipped(size: str, args) -> bool:
+    order = list(SIZES)
+    return bool(args.skip_loop_above) and order.index(size) > order.index(args.skip_loop_above)
+
+
+def child_command(size: str, method: Method, args) -> list[str]:
+    cmd = [sys.executable, __file__, "--one", size, method.kind, "--device", "cpu"]
+    cmd += ["--model", method.model, "--o-model", args.o_model, "--images", args.images]
+    cmd += ["--threads", str(args.threads), "--reps", str(args.reps)]
+    if method.budget is not None:
+        cmd += ["--budget", repr(method.budget)]
+    if args.max_side:
+        cmd += ["--max-side", str(args.max_side)]
+    return cmd
+
+
+def measure_in_child(size: str, method: Method, args) -> Row:
+    proc = subprocess.run(child_command(size, method, args), capture_output=True, text=True)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("ROW "):
+            return Row(**json.loads(line[4:]))
+    sys.stderr.write(proc.stderr[-3000:])
+    row = Row(size, method.label, method.model, method.kind, method.budget)
+    row.note = f"failed (exit {proc.returncode}; its stderr is printed above)"
+    return row
+
+
+def measure_here(size: str, method: Method, args, dev: torch.device, models: dict) -> Row:
+    """In this process (GPU, or --in-process): a failure becomes a row, not the end."""
+    try:
+        if method.model not in models:
+            models[method.model] = load(method.model, dev, args.half)
+        return measure(size, method, models[method.model], args, dev)
+    except Exception as exc:
+        traceback.print_exc()
+        row = Row(size, method.label, method.model, method.kind, method.budget)
+        row.note = f"failed ({type(exc).__name__}: {str(exc)[:80]})"
+        return row
+
+
+def measure_all(args, dev: torch.device, head: list[str]) -> list[Row]:
+    rows, models = [], {}
+    for size, method in plan(args):
+        t0 = time.perf_counter()
+        if method.kind == "loop" and loop_skipped(size, args):
+            row = Row(size, method.label, method.model, method.kind)
+            row.note = f"skipped (--skip-loop-above {args.skip_loop_above})"
+        elif dev.type == "cpu" and not args.in_process:
+            row = measure_in_child(size, method, args)
+        else:
+            row = measure_here(size, method, args, dev, models)
+        rows.append(row)
+        took = time.perf_counter() - t0
+        print(
+            f"{size} {method.label} ({method.model}): {fmt_time(row)} [{took:.0f} s in all]",
+            flush=True,
+        )
+        write(args, rows, head)  # after every row: a run cut short keeps what it measured
+    return rows
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def machine(dev: torch.device, threads: int) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    text = f"{cpu}, {os.cpu_count()} cores, {threads} torch threads, torch {torch.__version__}"
+    if dev.type == "cuda":
+        text += f", {torch.cuda.get_device_name(dev)}"
+    return text + f", device {dev}, load average {os.getloadavg()[0]:.2f}"
+
+
+def command() -> str:
+    python = os.path.relpath(sys.executable)
+    return shlex.join([sys.executable if python.startswith("..") else python, *sys.argv])
+
+
+def header(args, dev: torch.device) -> list[str]:
+    if dev.type == "cuda":
+        memory = (
+            "peak memory: torch.cuda.max_memory_allocated during the timed runs; 'above "
+            "baseline' subtracts what was allocated before them (models, caches)"
+        )
+    elif dev.type != "cpu":
+        memory = f"peak memory: not measured on {dev.type}"
+    else:
+        where = (
+            "all rows run in this one process (--in-process), so earlier rows' peaks can hide "
+            "a row's"
+            if args.in_process
+            else "each row runs in a fresh process"
+        )
+        memory = (
+            f"peak memory: {where}; 'peak RSS above baseline' is ru_maxrss after the timed "
+            "runs minus the RSS after imports, model load, input read and a warm-up ('<=': "
+            "the runs never rose above an earlier peak, so an upper bound); 'absolute' is "
+            "ru_maxrss"
+        )
+    crop = f"; debug: LR cropped to at most {args.max_side} px a side" if args.max_side else ""
+    dtype = "fp16 (models .half(); the engine casts its input to the model's dtype)"
+    return [
+        "# Speed: x4 upscaling of real photos to 2K, 4K and 8K",
+        "",
+        f"- machine: {machine(dev, args.threads)}",
+        f"- command: `{command()}`",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M')}; weights: {dtype if args.half else 'fp32'}",
+        "- images: the two validation photos (Wood, YellowFlower) at full size, centre-"
+        "cropped to 16:9, MATLAB-bicubic resized to 1920x1080 tiles; 2K one tile, 4K 2x2 "
+        "and 8K 4x4 mosaics with mirrored tiles; LR = MATLAB bicubic x1/4, uint8" + crop,
+        f"- time: minimum over {args.reps} run(s) of uint8 LR array in, uint8 HR array out "
+        "(host-device copies included), after a warm-up on a small crop",
+        f"- {memory}",
+        "- PSNR: RGB, 0..255, 4-pixel border (the SR task's metric) against the HR",
+        "- FLOPs: true multiply-adds (fvcore), classifier included, as a fraction of the -O "
+        "network on the whole LR image; classes: share of patches per branch, cheapest first",
+        "",
+    ]
+
+
+def fmt_time(row: Row) -> str:
+    return row.note if row.note else f"{row.time:.3f} s"
+
+
+def fmt_mem(value: float | None, upper: bool = False) -> str:
+    if value is None:
+        return "-"
+    # RSS and ru_maxrss are sampled apart: a run that added nothing can read a hair below 0.
+    return f"{'<=' if upper else ''}{max(value, 0.0):.0f} MiB"
+
+
+def table(rows: list[Row]) -> list[str]:
+    whole = {r.size: r for r in rows if r.kind == "whole" and r.times}
+    lines = [
+        "| size | method | model | time s | time / -O whole | peak memory above baseline "
+        "| absolute peak | PSNR dB | FLOPs / -O whole | classes % |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: list(SIZES).index(r.size)):
+        if r.note:
+            lines.append(f"| {r.size} | {r.method} | {r.model} | {r.note} | | | | | | |")
+            continue
+        ref = whole.get(r.size)
+        ratio = f"{r.time / ref.time:.2f}" if ref else "-"
+        flops = f"{r.flops / ref.flops:.3f}" if ref and r.flops and ref.flops else "-"
+        shares = "-"
+        if r.class_counts:
+            n = sum(r.class_counts)
+            shares = "/".join(f"{100 * c / n:.0f}" for c in r.class_counts)
+        lines.append(
+            f"| {r.size} | {r.method} | {r.model} | {r.time:.3f} | {ratio} "
+            f"| {fmt_mem(r.mem_above_mib, r.mem_upper_bound)} | {fmt_mem(r.mem_peak_mib)} "
+            f"| {r.psnr:.2f} | {flops} | {shares} |"
+        )
+    return lines
+
+
+def render(rows: list[Row], head: list[str]) -> str:
+    end = f"- load average at the end: {os.getloadavg()[0]:.2f}"
+    return "\n".join([*head, *table(rows), "", end, ""])
+
+
+def write(args, rows: list[Row], head: list[str]) -> None:
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(render(rows, head))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        payload = {"header": head, "rows": [{**asdict(r), "time": r.time} for r in rows]}
+        Path(args.json).write_text(json.dumps(payload, indent=1) + "\n")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
+    ap.add_argument(
+        "--model",
+        nargs="+",
+        default=["classsr-fsrcnn-x4"],
+        help="ClassSR models (shipped names or files); each gets its rows",
+    )
+    ap.add_argument("--o-model", default="fsrcnn-x4", help="the single-branch -O model")
+    ap.add_argument(
+        "--budget",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also run patches and regions at these FLOPs budgets",
+    )
+    ap.add_argument("--device", default=None, help="default: classsr_core.device.pick_device")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--reps", type=int, default=None, help="timed runs (default 1 CPU, 3 GPU)")
+    ap.add_argument("--half", action="store_true", help="fp16 models (CUDA only)")
+    ap.add_argument(
+        "--skip-loop-above",
+        choices=list(SIZES),
+        default=None,
+        help="skip the official loop at sizes above this one",
+    )
+    ap.add_argument("--out", help="write the markdown table here")
+    ap.add_argument("--json", help="write the rows here")
+    ap.add_argument("--images", default="runs/speed-images", help="cache of the test images")
+    ap.add_argument(
+        "--in-process",
+        action="store_true",
+        help="CPU: measure every row in this process (faster; peak RSS then also holds what "
+        "earlier rows left)",
+    )
+    ap.add_argument("--prepare-only", action="store_true", help="make the images and stop")
+    ap.add_argument(
+        "--max-side",
+        type=int,
+        default=None,
+        help="debug: crop the LR to at most this many pixels a side",
+    )
+    ap.add_argument("--one", nargs=2, metavar=("SIZE", "KIND"), help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
+
+
+def main() -> int:
+    args = parse_args()
+    if args.one:
+        return one(args)
+    from classsr_core.device import pick_device
+
+    dev = pick_device(args.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda, but torch sees no CUDA device here")
+    if args.half and dev.type != "cuda":
+        raise SystemExit(
+            "--half needs --device cuda (fp16 convolutions are slow or missing on CPU)"
+        )
+    args.device = str(dev)
+    if args.reps is None:
+        args.reps = 1 if dev.type == "cpu" else 3
+    if args.reps < 1:
+        raise SystemExit("--reps must be at least 1")
+    torch.set_num_threads(args.threads)
+    for size in args.sizes:
+        ensure_images(size, Path(args.images))
+    if args.prepare_only:
+        return 0
+    head = header(args, dev)
+    rows = measure_all(args, dev, head)
+    print("\n" + render(rows, head))
+    write(args, rows, head)
+    return 1 if any(r.note.startswith("failed") for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

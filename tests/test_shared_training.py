@@ -1,0 +1,101 @@
+"""Stage 1 of a shared-weight model: one run that samples a width per step."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from train_helpers import micro_config, write_photos
+
+from classsr_core.checkpoint import read_checkpoint
+from classsr_core.data import ShardedBatchSampler, WidthSampler, prepare, width_at
+from classsr_core.divide import divide
+from classsr_core.train import train
+
+
+def test_width_schedule_visits_every_width_once_per_block():
+    seq = [width_at(t, 3, seed=(0, 0)) for t in range(300)]
+    for b in range(100):
+        assert sorted(seq[3 * b : 3 * b + 3]) == [0, 1, 2]
+    assert seq != [t % 3 for t in range(300)]  # shuffled, not round-robin
+    assert seq == [width_at(t, 3, seed=(0, 0)) for t in range(300)]  # a function of (seed, t)
+
+
+def test_each_step_draws_from_its_widths_class():
+    per_class = [np.arange(0, 10), np.arange(10, 30), np.arange(30, 35)]
+    samplers = [ShardedBatchSampler(idx, 4, seed=k) for k, idx in enumerate(per_class)]
+    sampler = WidthSampler(samplers, seed=7)
+    for t in range(30):
+        k = width_at(t, 3, seed=7)
+        assert {i for i, _ in sampler.batch_at(t)} <= set(per_class[k].tolist())
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def shared_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("shared")
+    photos = write_photos(tmp / "hr", 3)
+
+    def config(name):
+        cfg = micro_config(
+            tmp / name,
+            photos,
+            photos,  # validation on the training photos: only the records matter here
+            threads=1,
+            model={"widths": [4, 6, 8], "shared_weights": True},
+            divide={"ratios": [1, 1, 1]},
+            stages={"branches": {"iterations": 9, "save_every": 3}},
+        )
+        cfg.data.store = str(tmp / "store")
+        return cfg
+
+    cfg = config("straight")
+    prepare(cfg, progress=False)
+    divide(cfg, progress=False, quiet=True)
+    torch.manual_seed(0)
+    trainer = train(cfg, "branches", progress=False)
+    return config, trainer
+
+
+def test_one_run_trains_every_width_of_the_supernet(shared_run):
+    config, trainer = shared_run
+    cfg = config("straight")
+    state, meta = read_checkpoint(cfg.out_dir / "branches.safetensors")
+    assert meta["complete"] and meta["model"]["shared_weights"]
+    # Stored: the widest branch (the supernet) and the classifier, nothing else.
+    assert all(k.startswith(("branches.2.", "classifier.")) for k in state)
+    # Every width was validated at the end of the one run.
+    log = [json.loads(line) for line in (cfg.out_dir / "log.jsonl").read_text().splitlines()]
+    assert sorted(r["part"] for r in log if "val_psnr" in r) == [0, 1, 2]
+
+    fresh = config("fresh")
+    torch.manual_seed(fresh.seed)
+    from classsr_core.wrapper import ClassWrapper
+
+    init = ClassWrapper(scale=2, **fresh.model.wrapper_kwargs()).state_dict()
+    first = "branches.2.head_conv.0.weight"
+    # The first 4 output channels (the narrowest branch's slice) moved, and so did the rest.
+    assert not torch.equal(state[first][:4], init[first][:4])
+    assert not torch.equal(state[first][6:], init[first][6:])
+
+
+def test_shared_stage_one_resumes_exactly(shared_run):
+    config, _ = shared_run
+    ref, _ = read_checkpoint(config("straight").out_dir / "branches.safetensors")
+    cfg = config("crashed")
+
+    def crash(event):
+        if event["iteration"] == 5:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(cfg, "branches", progress=False, callback=crash)
+    train(cfg, "branches", resume=True, progress=False)
+    state, _ = read_checkpoint(cfg.out_dir / "branches.safetensors")
+    for k in ref:
+        assert torch.equal(state[k], ref[k]), k
