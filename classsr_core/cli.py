@@ -21,6 +21,7 @@ COMMANDS = [
     "prepare",
     "divide",
     "train",
+    "widths",
 ]
 
 

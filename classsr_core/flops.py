@@ -168,7 +168,10 @@ def flop_report(
     key = (_fingerprint(module), shape, convention)
     per_module = _CACHE.setdefault(module, {})
     if key not in per_module:
-        report = _trace_count(module, shape, convention)
+        # A weight-sharing branch runs a meta-device template that tracing cannot copy:
+        # count a standalone copy of it instead (same layers, same shapes).
+        standalone = module.as_module() if hasattr(module, "as_module") else module
+        report = _trace_count(standalone, shape, convention)
         if report.unsupported:
             names = ", ".join(f"{k} (x{v})" for k, v in sorted(report.unsupported.items()))
             warnings.warn(

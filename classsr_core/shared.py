@@ -47,6 +47,17 @@ class SlicedBranch(nn.Module):
             out[name] = big[tuple(slice(0, s) for s in t.shape)] if t.dim() else big
         return out
 
+    def as_module(self) -> nn.Module:
+        """A standalone copy of this branch: the template's layers holding copies of the
+        sliced weights (for tools that trace, such as the FLOPs counter)."""
+        import copy
+
+        supernet = self._supernet[0]
+        device = next((t.device for t in supernet.parameters()), torch.device("cpu"))
+        module = copy.deepcopy(self._template[0]).to_empty(device=device)
+        module.load_state_dict({k: v.detach().clone() for k, v in self.sliced_state().items()})
+        return module.train(self.training)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         template = self._template[0]
         template.train(self.training)

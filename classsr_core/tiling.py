@@ -19,6 +19,7 @@ all patch outputs at once.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -34,6 +35,7 @@ from classsr_core.errors import InputError
 
 BLENDS = ("mean", "window")
 MODES = ("patches", "regions")
+AMP = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 # Patches per branch call when the caller gives none, by device type and the branch's
 # multiply-adds per patch: (threshold, batch below it, batch at or above it). On CPU small
@@ -176,6 +178,7 @@ def infer(
     mode: str = "patches",
     halo: int | None = None,
     max_cells: int | None = None,
+    amp: str | None = None,
 ) -> InferResult:
     """Run a whole image through ``model`` (a :class:`~classsr_core.wrapper.ClassWrapper`).
 
@@ -204,12 +207,16 @@ def infer(
             measured receptive field, at most 8 (with the full field the output equals the
             branch run on the whole image).
         max_cells: "regions" only: the largest tile, in patches a side (default 8).
+        amp: ``"fp16"`` or ``"bf16"``: run the classifier and branches under
+            ``torch.autocast`` (for GPUs with tensor cores; the output canvas stays fp32).
     """
     t_start = time.perf_counter()
     if budget is not None and model.classifier is None:
         raise InputError("budget= needs a model with at least two branches to choose from")
     if blend not in BLENDS:
         raise InputError(f"blend must be one of {BLENDS}, got {blend!r}")
+    if amp is not None and amp not in AMP:
+        raise InputError(f"amp must be None, 'fp16' or 'bf16', got {amp!r}")
     if mode not in MODES:
         raise InputError(f"mode must be one of {MODES}, got {mode!r}")
     if mode == "regions" and blend != "mean":
@@ -248,7 +255,8 @@ def infer(
     model.eval()
     timings = {"classify": 0.0, "branches": 0.0, "stitch": 0.0}
     try:
-        with torch.inference_mode():
+        autocast = torch.autocast(dev.type, dtype=AMP[amp]) if amp else contextlib.nullcontext()
+        with torch.inference_mode(), autocast:
             lr = _pad_to(x.to(dev, dtype), grid.height, grid.width)
             # (H-p+1, W-p+1, C, p, p) view of every possible patch, no copy: a batch is cut
             # from it with one gather that yields (B, C, p, p) directly.

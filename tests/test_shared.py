@@ -56,3 +56,14 @@ def test_save_and_load_roundtrip(tmp_path):
 def test_explicit_branches_cannot_share():
     with pytest.raises(InputError, match="shared_weights"):
         ClassWrapper(branches=[nn.Identity(), nn.Identity()], scale=1, shared_weights=True)
+
+
+def test_flops_of_a_shared_branch_equal_the_separate_branch():
+    from classsr_core.flops import count_flops
+
+    shared = ClassWrapper("fsrcnn", widths=[8, 16], scale=2, shared_weights=True)
+    separate = ClassWrapper("fsrcnn", widths=[8, 16], scale=2)
+    for a, b in zip(shared.branches, separate.branches):
+        assert count_flops(a, (1, 3, 16, 16)) == count_flops(b, (1, 3, 16, 16)) > 0
+    x = torch.rand(1, 3, 8, 8)
+    torch.testing.assert_close(shared.branches[0].as_module()(x), shared.branches[0](x))
