@@ -2,9 +2,11 @@
 
     scripts/fetch_photos.sh                      # data/photos/val: Wood, YellowFlower
     python benchmarks/model_zoo.py --pair classsr-fsrcnn-x4 fsrcnn-x4 [--budget 0.6 ...]
+        [--mode regions]
 
 For each photo: HR (mod-cropped) -> LR by MATLAB bicubic x1/4 -> bicubic, the -O model and
-the ClassSR model, both through the same tile engine (LR patches 32, stride 28). PSNR on
+the ClassSR model, both through the same tile engine (LR patches 32, stride 28; or both in
+``--mode regions``, merged tiles with a halo). PSNR on
 RGB 0..255 with a 4-pixel border (basicsr's metric, as the paper). FLOPs per patch in both
 conventions, as a fraction of the -O network on the same tiling (classifier included).
 """
@@ -47,6 +49,7 @@ def main() -> int:
     parser.add_argument("--val", default="data/photos/val")
     parser.add_argument("--budget", type=float, nargs="*", default=[])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--mode", choices=("patches", "regions"), default="patches")
     parser.add_argument("--json", default=None, help="also write the rows here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -80,7 +83,7 @@ def main() -> int:
             for stem, hr, lr in data:
                 x = torch.from_numpy(lr).permute(2, 0, 1)[None]
                 t0 = time.perf_counter()
-                res = model.infer(x, budget=budget)
+                res = model.infer(x, budget=budget, mode=args.mode)
                 seconds = time.perf_counter() - t0
                 sr = res.output[0].permute(1, 2, 0).numpy()
                 counts = [int(c) for c in res.class_counts]
@@ -93,6 +96,8 @@ def main() -> int:
                         "true_fraction": per_patch(model, counts, "fvcore") / o_true,
                         "seconds": seconds,
                         "class_shares": [c / max(1, sum(counts)) for c in counts],
+                        "params": sum(p.numel() for p in model.parameters()),
+                        "engine_fraction": res.flops_fraction,
                     }
                 )
 
@@ -115,6 +120,8 @@ def main() -> int:
                 f"  paper {100 * np.mean([r['paper_fraction'] for r in sel]):.1f}%"
                 f"  true {100 * np.mean([r['true_fraction'] for r in sel]):.1f}%"
                 f"  {np.mean([r['seconds'] for r in sel]):.2f} s"
+                f"  engine {100 * np.mean([r['engine_fraction'] for r in sel]):.1f}%"
+                f"  params {sel[0]['params']:,}"
             )
         print(line)
     if args.json:

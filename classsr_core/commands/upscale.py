@@ -22,6 +22,15 @@ def _add_common(p):
     p.add_argument("--patch", type=int, default=None, help="patch size (default: the model's)")
     p.add_argument("--stride", type=int, default=None, help="stride (default: the model's)")
     p.add_argument("--batch-size", type=int, default=None, help="patches per branch call")
+    p.add_argument(
+        "--mode",
+        choices=("patches", "regions"),
+        default="patches",
+        help="patches: the paper's overlapping patches; regions: same-class patches merged "
+        "into tiles with a halo (faster, no seams; docs/performance.md)",
+    )
+    p.add_argument("--halo", type=int, default=None, help="regions: LR context pixels")
+    p.add_argument("--amp", choices=("fp16", "bf16"), default=None, help="autocast (GPUs)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     return p
@@ -85,6 +94,9 @@ def process(args) -> int:
                 patch_size=args.patch,
                 stride=args.stride,
                 batch_size=args.batch_size,
+                mode=args.mode,
+                halo=args.halo,
+                amp=args.amp,
             )
             sr = result.output[0].permute(1, 2, 0).cpu().numpy()
             alpha = resize_alpha(img.alpha, model.scale) if img.alpha is not None else None
