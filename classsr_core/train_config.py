@@ -31,6 +31,10 @@ class ModelSection(StrictModel):
     stride: int = Field(28, ge=1, description="LR patch stride of the tile engine")
     backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
     classifier_kwargs: dict[str, Any] = Field(default_factory=dict)
+    generator: str | None = Field(
+        None,
+        description="a registered branch generator to read the widths with (e.g. aligned_width)",
+    )
     shared_weights: bool = Field(
         False,
         description="one supernet; branch i is a width slice of the widest (stage 1 samples "

@@ -39,6 +39,9 @@ class ClassWrapper(nn.Module):
         patch_size, stride: the tiling used by :meth:`infer` (32 / 28 as the paper).
         shared_weights: build one supernet; branch i uses the leading channels of the widest
             network's layers (see :mod:`classsr_core.shared`).
+        generator: a registered branch generator to read ``widths`` / ``depths`` /
+            ``width_depths`` with instead of the plain one (e.g. ``"aligned_width"``, or a
+            plugin's own).
         backbone_kwargs, classifier_kwargs: passed on to the factories.
     """
 
@@ -60,6 +63,7 @@ class ClassWrapper(nn.Module):
         backbone_kwargs: dict[str, Any] | None = None,
         classifier_kwargs: dict[str, Any] | None = None,
         shared_weights: bool = False,
+        generator: str | None = None,
     ) -> None:
         super().__init__()
         check_tiling(patch_size, stride)
@@ -85,7 +89,8 @@ class ClassWrapper(nn.Module):
             if backbone is None:
                 raise InputError("ClassWrapper needs a backbone name or class, or branches=[...]")
             factory, meta, backbone_name = _resolve_backbone(backbone, width_arg, depth_arg)
-            gen_name, values = _pick_generator(widths, depths, width_depths)
+            keyword_gen, values = _pick_generator(widths, depths, width_depths)
+            gen_name = generator or keyword_gen
             scales = meta.get("scales")
             if scales is not None and self.scale not in scales:
                 raise InputError(
@@ -109,7 +114,7 @@ class ClassWrapper(nn.Module):
             self.branches = nn.ModuleList(built)
             self.spec = {
                 "backbone": backbone_name,
-                gen_name_to_keyword(gen_name): _plain(values),
+                gen_name_to_keyword(keyword_gen): _plain(values),
                 "scale": self.scale,
                 "classifier": classifier,
                 "in_channels": in_channels,
@@ -119,6 +124,8 @@ class ClassWrapper(nn.Module):
                 "classifier_kwargs": classifier_kwargs,
                 "shared_weights": shared_weights,
             }
+            if generator:
+                self.spec["generator"] = generator
             if not isinstance(backbone, str) or width_arg or depth_arg:  # rebuild needs them
                 self.spec["width_arg"] = width_arg
                 self.spec["depth_arg"] = depth_arg

@@ -41,3 +41,17 @@ def test_measure_and_the_command(capsys):
     assert report["requested"] == [4, 8] and report["efficient"][-1] == 8
     assert report["snapped"] == "2 widths do not fit below 16 in steps of 16"
     assert [r["width"] for r in report["rows"]] == [2, 4, 6, 8]
+
+
+def test_aligned_width_generator_builds_snapped_branches_and_saves(tmp_path):
+    from classsr_core.checkpoint import load_model
+    from classsr_core.errors import PluginError
+    from classsr_core.wrapper import ClassWrapper
+
+    model = ClassWrapper("fsrcnn", widths=[20, 36, 56], scale=2, generator="aligned_width")
+    assert [b.head_conv[0].out_channels for b in model.branches] == [16, 32, 64]
+    model.save(tmp_path / "m.safetensors")
+    again = load_model(tmp_path / "m.safetensors")
+    assert [b.head_conv[0].out_channels for b in again.branches] == [16, 32, 64]
+    with pytest.raises((InputError, PluginError), match="no_such_generator"):
+        ClassWrapper("fsrcnn", widths=[8, 16], scale=2, generator="no_such_generator")

@@ -20,6 +20,16 @@ def width(values, width_arg=None, depth_arg=None) -> list[dict]:
     return [{key: int(v)} for v in values]
 
 
+def aligned_width(values, width_arg=None, depth_arg=None) -> list[dict]:
+    """One branch per width, each rounded to a multiple of 16 (the channel block of CPU and
+    most GPU convolution kernels): ``[36, 52, 64]`` -> widths 32 / 48 / 64. Widths off the
+    blocks save FLOPs but little time (docs/performance.md; ``classsr widths`` measures
+    other devices)."""
+    from classsr_core.widths import snap_widths
+
+    return width(snap_widths([int(v) for v in values], 16), width_arg, depth_arg)
+
+
 def depth(values, width_arg=None, depth_arg=None) -> list[dict]:
     """One branch per block count."""
     key = _need(depth_arg, "depth")
@@ -35,5 +45,6 @@ def width_depth(values, width_arg=None, depth_arg=None) -> list[dict]:
 @hookimpl
 def classsr_register_branch_generators(register):
     register("width", width)
+    register("aligned_width", aligned_width)
     register("depth", depth)
     register("width_depth", width_depth)
