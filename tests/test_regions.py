@@ -60,7 +60,7 @@ def test_every_cell_equals_its_branch_on_the_whole_image(size):
     x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(1))
     g = patch_grid(*size, 12, 10)
     classes = np.random.default_rng(2).integers(0, 3, size=(g.rows, g.cols))
-    res = infer(model, x, classes=classes, mode="regions")
+    res = infer(model, x, classes=classes, mode="regions", stride=10)
     assert res.halos == [1, 2, 3]  # measured receptive fields
     with torch.no_grad():
         whole = [b(x) for b in model.branches]
@@ -164,6 +164,11 @@ def test_regions_flops_are_relative_to_the_widest_on_the_whole_image():
     assert res.flops_fraction == pytest.approx(res.flops / (40 * 40 * per_pixel))
 
 
+def test_regions_default_to_side_by_side_patches():
+    res = infer(_model(), torch.rand(1, 3, 36, 36), mode="regions")
+    assert (res.patch_size, res.stride, res.class_map.shape) == (12, 12, (3, 3))
+
+
 def test_regions_take_uint8_and_images_smaller_than_a_patch():
     model = _model()
     img = (np.random.default_rng(7).random((7, 9, 3)) * 255).astype(np.uint8)
@@ -177,7 +182,7 @@ def test_regions_budget_lands_near_the_target():
     model = ClassWrapper("fsrcnn", widths=[0, 16, 32], scale=4, backbone_kwargs={"skip": "bicubic"})
     model.eval()
     x = torch.rand(1, 3, 200, 260, generator=torch.Generator().manual_seed(8))
-    n = len(patch_grid(200, 260, 32, 28))  # 63 patches: 1.6% each
+    n = len(patch_grid(200, 260, 32, 32))  # 63 patches: 1.6% each
     lo = infer(model, x, mode="regions", classes=np.zeros(n, dtype=int)).flops_fraction
     hi = infer(model, x, mode="regions", classes=np.full(n, 2)).flops_fraction
     got = []

@@ -30,9 +30,9 @@ def test_amp_runs_branches_in_low_precision_and_returns_fp32(mode):
     rec = DtypeRecorder(TinyNet(4, 2))
     model = ClassWrapper(branches=[TinyNet(2, 2), rec], scale=2, patch_size=8, stride=6).eval()
     x = torch.rand(1, 3, 20, 22, generator=torch.Generator().manual_seed(1))
-    ref = model.infer(x, classes=torch.ones(12, dtype=torch.long), mode=mode)
+    ref = model.infer(x, classes=torch.ones(12, dtype=torch.long), mode=mode, stride=6)
     rec.seen.clear()
-    low = model.infer(x, classes=torch.ones(12, dtype=torch.long), mode=mode, amp="bf16")
+    low = model.infer(x, classes=torch.ones(12, dtype=torch.long), mode=mode, stride=6, amp="bf16")
     assert rec.seen == {torch.bfloat16}
     assert low.output.dtype == torch.float32
     torch.testing.assert_close(low.output, ref.output, atol=0.05, rtol=0.05)
