@@ -10,6 +10,7 @@ network) and the share of patches each branch got. This is what docs/tasks/*.md 
     python examples/eval_restoration.py data/photos/val \\
         --plain runs/denoise-o/model.safetensors --classsr runs/denoise/model.safetensors \\
         [--class-map docs/tasks/denoise-classes.png] [--markdown] [--json]
+        [--budget F] [--mode regions]
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the degradations")
     parser.add_argument("--class-map", default=None, help="write the first photo's class map")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument("--budget", type=float, default=None, help="ClassSR's FLOPs budget")
+    parser.add_argument("--mode", choices=("patches", "regions"), default="patches")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = parser.parse_args()
 
@@ -61,8 +64,11 @@ def main() -> None:
         row["input_psnr"] = task.score(lr, hr)["psnr"]
         x = torch.from_numpy(lr).permute(2, 0, 1)[None]
         for label, model in models.items():
+            options = {"mode": args.mode}
+            if label == "ClassSR" and args.budget is not None:
+                options["budget"] = args.budget
             with torch.no_grad():
-                result = model.infer(x.to(next(model.parameters()).device))
+                result = model.infer(x.to(next(model.parameters()).device), **options)
             out = result.output[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
             row[f"{label}_psnr"] = task.score(out, hr)["psnr"]
             if label == "ClassSR":
