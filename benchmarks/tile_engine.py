@@ -37,8 +37,9 @@ from classsr_core.wrapper import ClassWrapper
 
 MIX = (0.61, 0.23, 0.16)  # cheapest, middle, widest (the split the seed reports)
 MATE = Path("data/mate/usr/share/backgrounds/mate/nature")
-CONFIGS = [("fsrcnn", [16, 36, 56]), ("srresnet", [36, 52, 64])]
-SWEEPS = {"fsrcnn": "1,4,16,64", "srresnet": "1,16"}
+CONFIGS = [("fsrcnn", [16, 36, 56]), ("carn_m", [36, 52, 64]), ("srresnet", [36, 52, 64])]
+EXTRA = [("rcan", [36, 50, 64])]  # only with --only rcan: minutes per round on a CPU
+SWEEPS = {"fsrcnn": "1,4,16,64", "srresnet": "1,16", "carn_m": "", "rcan": ""}
 
 
 def load_photo(path: str | None, size=(480, 270)) -> tuple[np.ndarray, str]:
@@ -185,7 +186,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3, help="median of this many runs")
     ap.add_argument("--image", help="photo to use (default: a mate-backgrounds photo)")
-    ap.add_argument("--only", choices=[c[0] for c in CONFIGS], help="one backbone only")
+    ap.add_argument("--only", choices=[c[0] for c in CONFIGS + EXTRA], help="one backbone only")
+    ap.add_argument("--widths", help="override the branch widths, e.g. 32,48,64 (with --only)")
     ap.add_argument("--sweep", help="engine batch sizes to try, e.g. 1,4,16")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -197,9 +199,11 @@ def main() -> None:
     p, s = 32, 28
     print(f"machine: {machine()}")
     print(f"image: {desc}; patches {p}/{s}; routing mix {MIX} forced with classes=")
-    for name, widths in CONFIGS:
-        if args.only and name != args.only:
+    for name, widths in CONFIGS + EXTRA:
+        if (args.only and name != args.only) or (not args.only and (name, widths) in EXTRA):
             continue
+        if args.widths:
+            widths = [int(v) for v in args.widths.split(",")]
         t0 = time.perf_counter()
         sweep = [int(v) for v in (args.sweep or SWEEPS[name]).split(",") if v]
         r = bench(name, widths, x, args.reps, p, s, sweep)
@@ -238,9 +242,12 @@ def main() -> None:
             f"official loop / engine: {r['ratios']['official']:.2f} (median of per-round "
             f"ratios; from the minima {lo['official'] / lo['engine']:.2f})"
         )
+        time_ratio = lo["engine"] / lo["engine_widest"]
+        flops_ratio = r["flops"] / r["flops_widest_tiled"]
         print(
-            f"engine vs widest on the same tiling: time {lo['engine'] / lo['engine_widest']:.2f}"
-            f", FLOPs {r['flops'] / r['flops_widest_tiled']:.2f} (flops_fraction)"
+            f"engine vs widest on the same tiling: time {time_ratio:.2f}, FLOPs "
+            f"{flops_ratio:.2f} (flops_fraction): time / FLOPs {time_ratio / flops_ratio:.2f} "
+            "(target <= 1.1)"
         )
         print(
             f"engine vs widest on the whole image: time {lo['engine'] / lo['whole']:.2f}, "
@@ -255,10 +262,11 @@ def main() -> None:
             "per branch, engine vs alone: "
             + ", ".join(f"{t[f'branch_{i}']:.3f}/{a:.3f}s" for i, a in enumerate(r["alone_parts"]))
         )
-        print(
-            "engine batch-size sweep (min s): "
-            + ", ".join(f"{b}: {lo[f'bs{b}']:.3f}" for b in sweep)
-        )
+        if sweep:
+            print(
+                "engine batch-size sweep (min s): "
+                + ", ".join(f"{b}: {lo[f'bs{b}']:.3f}" for b in sweep)
+            )
         print(f"({time.perf_counter() - t0:.0f} s for this backbone)")
     print(f"\nmachine at the end: {machine()}")
 
