@@ -26,8 +26,11 @@ class SweepRow:
     psnr: float  # mean over images
 
 
-def run_sweep(model, images: list[np.ndarray], task, budgets, o_model=None) -> list[SweepRow]:
-    """``images``: clean HWC float32 arrays in [0, 1]."""
+def run_sweep(
+    model, images: list[np.ndarray], task, budgets, o_model=None, mode: str = "patches"
+) -> list[SweepRow]:
+    """``images``: clean HWC float32 arrays in [0, 1]. ``mode``: the engine's (in
+    "regions" fractions are of the widest branch on the whole image, for -O too)."""
     rng = np.random.default_rng(0)
     pairs = []
     for clean in images:
@@ -38,7 +41,7 @@ def run_sweep(model, images: list[np.ndarray], task, budgets, o_model=None) -> l
     def measure(m, budget):
         psnrs, fracs = [], []
         for clean, x in pairs:
-            res = m.infer(x, budget=budget)
+            res = m.infer(x, budget=budget, mode=mode)
             psnrs.append(task.score(res.output[0].permute(1, 2, 0).numpy(), clean)["psnr"])
             fracs.append(res.flops_fraction)
         return float(np.mean(fracs)), float(np.mean(psnrs))
@@ -46,8 +49,7 @@ def run_sweep(model, images: list[np.ndarray], task, budgets, o_model=None) -> l
     rows = [SweepRow("argmax", None, *measure(model, None))]
     rows += [SweepRow("budget", float(b), *measure(model, float(b))) for b in budgets]
     if o_model is not None:
-        _, psnr = measure(o_model, None)
-        rows.append(SweepRow("-O", None, 1.0, psnr))
+        rows.append(SweepRow("-O", None, *measure(o_model, None)))
     return rows
 
 

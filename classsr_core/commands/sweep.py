@@ -11,6 +11,9 @@ def add_parser(sub):
     p.add_argument("--task", default=None, help="task name (default: sr at the model's scale)")
     p.add_argument("--budgets", default="0.5:1.0:0.05", help="START:STOP:STEP or a,b,c")
     p.add_argument("-o", "--output", default="sweep", help="writes OUTPUT.csv and OUTPUT.png")
+    p.add_argument(
+        "--mode", choices=("patches", "regions"), default="patches", help="the engine's mode"
+    )
     return p
 
 
@@ -46,7 +49,7 @@ def run(args) -> int:
     if not files:
         raise InputError(f"no images in {args.folder}")
     images = [read_image(f).rgb for f in files]
-    rows = run_sweep(model, images, task, _budgets(args.budgets), o_model)
+    rows = run_sweep(model, images, task, _budgets(args.budgets), o_model, mode=args.mode)
     write_csv(rows, f"{args.output}.csv")
     plot(rows, f"{args.output}.png", title=f"{args.model} on {len(files)} images")
     for r in rows:
