@@ -179,6 +179,7 @@ class Trainer:
 
     def _start_weights(self, stage: str, scfg: StageSection) -> None:
         previous = {"classifier": "branches", "joint": "classifier"}.get(stage)
+        explicit = scfg.init is not None
         path = Path(scfg.init) if scfg.init else None
         if path is None and previous:
             path = self.out / f"{previous}.safetensors"
@@ -193,7 +194,38 @@ class Trainer:
         if not path.is_file():
             raise ClassSRError(f"stages.{stage}.init: {path} does not exist")
         state, _ = read_checkpoint(path)
+        if explicit and stage == "branches" and _one_branch(state) and self.model.num_classes > 1:
+            state = self._from_plain(state, path)
         load_into(self.model, state, str(path))
+
+    def _from_plain(self, state: dict, path: Path) -> dict:
+        """Start stage 1 from a trained '-O' network: its weights go into every branch of
+        the same shape (the widest; with shared weights, the supernet all widths slice),
+        the rest keeps its fresh initialisation. The paper's branches likewise start from
+        pre-trained networks."""
+        full = self.model.state_dict()
+        plain = {k[len("branches.0.") :]: v for k, v in state.items()}
+        hits = []
+        for i in range(self.model.num_classes):
+            mine = {
+                k[len(f"branches.{i}.") :]: v
+                for k, v in full.items()
+                if k.startswith(f"branches.{i}.")
+            }
+            if (
+                mine
+                and mine.keys() == plain.keys()
+                and all(mine[k].shape == plain[k].shape for k in mine)
+            ):
+                hits.append(i)
+                full.update({f"branches.{i}.{k}": v for k, v in plain.items()})
+        if not hits:
+            raise CheckpointError(
+                f"stages.branches.init: {path} is a one-branch network that matches no branch "
+                "of this model (compare the widths); give a checkpoint of this model instead"
+            )
+        self._say(f"[branches] branch(es) {[i + 1 for i in hits]} start from {path}")
+        return full
 
     def _load_resume(self, stage: str) -> ResumePoint | None:
         weights, extra_path = self._state_paths(stage)
@@ -238,13 +270,10 @@ class Trainer:
         history: list[dict] = []
         val = None
         if stage == "branches" and self._shared():
-            if not all(any(True for _ in b.parameters()) for b in self.model.branches):
-                raise ConfigError(
-                    "shared_weights with a parameter-free branch (width 0) is not supported: "
-                    "every width of the supernet must have weights to train"
-                )
             labels = store.labels()
-            per_class = [np.flatnonzero(labels == k) for k in range(m)]
+            # A parameter-free branch (FSRCNN width 0: the skip alone) has nothing to train:
+            # the schedule samples among the others.
+            per_class = {k: np.flatnonzero(labels == k) for k in self._trainable_branches()}
             _check_classes(per_class)
             val, history = self.fit(stage, 0, scfg, dataset, per_class, point)
         elif stage == "branches":
@@ -279,6 +308,9 @@ class Trainer:
             self._say(f"[{stage}] done: {path}")
         self.ctx.barrier()
         return StageResult(stage, path, val, history)
+
+    def _trainable_branches(self) -> list[int]:
+        return [k for k, b in enumerate(self.model.branches) if any(True for _ in b.parameters())]
 
     def _shared(self) -> bool:
         """Stage 1 trains a supernet (one run over all widths, not one run per branch)?"""
@@ -316,11 +348,11 @@ class Trainer:
         part: int,
         scfg: StageSection,
         dataset,
-        indices: np.ndarray | list[np.ndarray],
+        indices: np.ndarray | dict[int, np.ndarray],
         start: ResumePoint,
     ) -> tuple[dict | None, list[dict]]:
-        """Train ``part`` of ``stage`` on the sub-images ``indices`` (one array per class
-        when a shared-weight stage 1 samples a width per step)."""
+        """Train ``part`` of ``stage`` on the sub-images ``indices`` (``{class: array}`` when
+        a shared-weight stage 1 samples a width per step)."""
         from timm.optim import create_optimizer_v2
         from timm.scheduler import CosineLRScheduler
         from timm.utils import ModelEmaV3
@@ -398,7 +430,8 @@ class Trainer:
 
         width_seed = (self.cfg.seed, stage_index, 1000)  # apart from parts 0..M-1
         if shared:
-            per_class = [sampler_for(idx, k, 0) for k, idx in enumerate(indices)]
+            widths = sorted(indices)  # the branches that train, by index
+            per_class = [sampler_for(indices[k], k, 0) for k in widths]
             sampler = WidthSampler(per_class, width_seed, start=start.iteration)
         else:
             sampler = sampler_for(indices, part, start.iteration)
@@ -434,7 +467,7 @@ class Trainer:
                 lr = lr_u8.to(self.device, non_blocking=True).float().div_(255.0)
                 hr = hr_u8.to(self.device, non_blocking=True).float().div_(255.0)
                 if shared:
-                    out = runner(lr, width_at(t, model.num_classes, width_seed))
+                    out = runner(lr, widths[width_at(t, len(widths), width_seed)])
                     loss = nn.functional.l1_loss(out, hr)
                     parts = {"l1": loss}
                 elif criterion is None:
@@ -628,6 +661,11 @@ def _label(stage: str, part: int, num_classes: int, shared: bool) -> str:
     if stage != "branches":
         return stage
     return f"{stage} (all widths)" if shared else f"{stage} {part + 1}/{num_classes}"
+
+
+def _one_branch(state: dict) -> bool:
+    """A '-O' checkpoint: one branch and no classifier."""
+    return all(k.startswith("branches.0.") for k in state)
 
 
 def _check_classes(indices) -> None:

@@ -99,3 +99,36 @@ def test_shared_stage_one_resumes_exactly(shared_run):
     state, _ = read_checkpoint(cfg.out_dir / "branches.safetensors")
     for k in ref:
         assert torch.equal(state[k], ref[k]), k
+
+
+def test_shared_stage_one_starts_from_a_plain_network_and_skips_width_zero(tmp_path):
+    photos = write_photos(tmp_path / "hr", 2)
+    plain_cfg = micro_config(tmp_path / "o", photos, threads=1, model={"widths": [8]})
+    plain_cfg.data.store = str(tmp_path / "store")
+    train(plain_cfg, "branches", progress=False)
+    plain, _ = read_checkpoint(plain_cfg.out_dir / "model.safetensors")
+
+    cfg = micro_config(
+        tmp_path / "fast",
+        photos,
+        threads=1,
+        model={
+            "widths": [0, 4, 8],
+            "shared_weights": True,
+            "backbone_kwargs": {"m": 1, "skip": "bicubic"},
+        },
+        divide={"ratios": [1, 1, 1]},
+        stages={
+            "branches": {
+                "init": str(plain_cfg.out_dir / "model.safetensors"),
+                "iterations": 2,
+                "lr": 1e-12,  # the start point, not the training, is under test
+            }
+        },
+    )
+    cfg.data.store = str(tmp_path / "store")
+    trainer = train(cfg, "branches", progress=False)  # divides the store first
+    state, _ = read_checkpoint(cfg.out_dir / "branches.safetensors")
+    for k, v in plain.items():  # the supernet (branch 3 of 3) is the plain network
+        torch.testing.assert_close(state[k.replace("branches.0.", "branches.2.")], v)
+    assert trainer.model.branches[0](torch.rand(1, 3, 8, 8)).shape == (1, 3, 16, 16)
