@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shlex
 import subprocess
@@ -46,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from official_loop import official_loop
+from common import machine, official_loop
 
 from classsr_core.errors import InputError
 
@@ -444,21 +443,6 @@ def measure_all(args, dev: torch.device, head: list[str]) -> list[Row]:
 # -- report --------------------------------------------------------------------------------
 
 
-def machine(dev: torch.device, threads: int) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    text = f"{cpu}, {os.cpu_count()} cores, {threads} torch threads, torch {torch.__version__}"
-    if dev.type == "cuda":
-        text += f", {torch.cuda.get_device_name(dev)}"
-    return text + f", device {dev}, load average {os.getloadavg()[0]:.2f}"
-
-
 def command() -> str:
     python = os.path.relpath(sys.executable)
     return shlex.join([sys.executable if python.startswith("..") else python, *sys.argv])
@@ -490,7 +474,7 @@ def header(args, dev: torch.device) -> list[str]:
     return [
         "# Speed: x4 upscaling of real photos to 2K, 4K and 8K",
         "",
-        f"- machine: {machine(dev, args.threads)}",
+        f"- machine: {machine(args.threads, dev)}",
         f"- command: `{command()}`",
         f"- date: {time.strftime('%Y-%m-%d %H:%M')}; weights: {dtype if args.half else 'fp32'}",
         "- images: the two validation photos (Wood, YellowFlower) at full size, centre-"

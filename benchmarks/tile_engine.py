@@ -21,15 +21,13 @@ on them. Reported, per backbone:
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from official_loop import official_loop  # benchmarks/official_loop.py, shared with speed.py
+from common import machine, official_loop  # benchmarks/common.py, shared with speed.py
 
 from classsr_core.flops import count_flops
 from classsr_core.tiling import patch_grid
@@ -166,21 +164,6 @@ def bench(name, widths, x, reps, p, s, batch_sizes) -> dict:
     return row
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}"
-    )
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -197,7 +180,7 @@ def main() -> None:
     x = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255
     x = x.contiguous(memory_format=torch.channels_last)
     p, s = 32, 28
-    print(f"machine: {machine()}")
+    print(f"machine: {machine(torch.get_num_threads())}")
     print(f"image: {desc}; patches {p}/{s}; routing mix {MIX} forced with classes=")
     for name, widths in CONFIGS + EXTRA:
         if (args.only and name != args.only) or (not args.only and (name, widths) in EXTRA):
@@ -268,7 +251,7 @@ def main() -> None:
                 + ", ".join(f"{b}: {lo[f'bs{b}']:.3f}" for b in sweep)
             )
         print(f"({time.perf_counter() - t0:.0f} s for this backbone)")
-    print(f"\nmachine at the end: {machine()}")
+    print(f"\nmachine at the end: {machine(torch.get_num_threads())}")
 
 
 if __name__ == "__main__":

@@ -17,14 +17,6 @@ from classsr_core.tiling import infer, patch_grid
 from classsr_core.wrapper import ClassWrapper
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class Convs(nn.Module):
     """``depth`` 3x3 convs with ReLUs (receptive radius ``depth``), then pixel shuffle."""
 

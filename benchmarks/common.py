@@ -1,11 +1,17 @@
-"""The official ClassSR test loop, shared by the benchmarks (tile_engine.py, speed.py).
+"""What the benchmarks share (tile_engine.py, speed.py): the official ClassSR test loop and
+the machine's description.
 
-Each LR patch goes alone (batch 1) through the classifier and then one branch, in a Python
-loop, and overlaps are averaged: what the official test code does, on the engine's grid
-(the last row and column moved back to the image edge, so the borders are covered too).
+The official loop: each LR patch goes alone (batch 1) through the classifier and then one
+branch, in a Python loop, and overlaps are averaged: what the official test code does, on
+the engine's grid (the last row and column moved back to the image edge, so the borders
+are covered too).
 """
 
 from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,3 +48,24 @@ def official_loop(
             out[..., y * sc : (y + p) * sc, c * sc : (c + p) * sc] += sr.float()
             weight[..., y * sc : (y + p) * sc, c * sc : (c + p) * sc] += 1
     return out / weight, picked
+
+
+def cpu_name() -> str:
+    """The CPU model (from /proc/cpuinfo where there is one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(threads: int, device: torch.device | None = None) -> str:
+    text = f"{cpu_name()}, {os.cpu_count()} cores, {threads} torch threads"
+    text += f", torch {torch.__version__}"
+    if device is not None and device.type == "cuda":
+        text += f", {torch.cuda.get_device_name(device)}"
+    if device is not None:
+        text += f", device {device}"
+    return text + f", load average {os.getloadavg()[0]:.2f}"
