@@ -262,6 +262,10 @@ def infer(
     try:
         autocast = torch.autocast(dev.type, dtype=AMP[amp]) if amp else contextlib.nullcontext()
         with torch.inference_mode(), autocast:
+            if dev.type == "cuda" and x.device.type == "cpu":
+                # One upload of the whole LR image (there are no per-patch copies): from
+                # pinned memory it is a DMA transfer that does not block the host.
+                x = x.pin_memory().to(dev, non_blocking=True)
             lr = _pad_to(x.to(dev, dtype), grid.height, grid.width)
             # (H-p+1, W-p+1, C, p, p) view of every possible patch, no copy: a batch is cut
             # from it with one gather that yields (B, C, p, p) directly.
