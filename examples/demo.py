@@ -1,10 +1,11 @@
-"""`make demo`: upscale a real photo with the shipped ClassSR-FSRCNN x4 and show where the
-compute went.
+"""`make demo`: upscale a real photo with the shipped ClassSR-FSRCNN x4 models and show
+where the compute went.
 
 The photo (classsr_core/assets/demo_hr.png) is a crop of a validation photo, never seen in
 training. It is shrunk x4 with MATLAB-exact bicubic, then brought back by bicubic, FSRCNN-O
-and ClassSR-FSRCNN. Writes to out/demo/: the SR image, the class map, and a strip
-bicubic | FSRCNN-O | ClassSR-FSRCNN | ground truth.
+and the shipped ClassSR models (the fast one with a budget of 0.8). Writes to out/demo/ the
+images of the weight-sharing model, the default of `classsr upscale`: the SR image, the
+class map, and a strip bicubic | FSRCNN-O | ClassSR-FSRCNN (shared) | ground truth.
 """
 
 from __future__ import annotations
@@ -34,36 +35,43 @@ def main(out_dir: str = "out/demo") -> int:
     rows = []
     bicubic = np.clip(imresize(lr, 4), 0, 1)
     rows.append(("bicubic", bicubic, None))
-    for name in ("fsrcnn-x4", "classsr-fsrcnn-x4"):
+    runs = [
+        ("fsrcnn-x4", {}),
+        ("classsr-fsrcnn-x4", {}),
+        ("classsr-fsrcnn-x4-shared", {}),
+        ("classsr-fsrcnn-x4-fast", {"budget": 0.8}),
+    ]
+    for name, options in runs:
         model = load_model(name)
-        result = model.infer(x.to(next(model.parameters()).device))
-        rows.append((name, result.output[0].permute(1, 2, 0).cpu().numpy(), (model, result)))
+        result = model.infer(x.to(next(model.parameters()).device), **options)
+        label = name + "".join(f" {k} {v}" for k, v in options.items())
+        rows.append((label, result.output[0].permute(1, 2, 0).cpu().numpy(), (model, result)))
 
     o_flops = rows[1][2][1].flops
     print(f"demo photo: {ASSET.name}, LR {lr.shape[1]}x{lr.shape[0]} -> x4\n")
-    print(f"{'method':<20} {'PSNR (dB)':>9} {'FLOPs':>9} {'of -O':>7} {'seconds':>8}  class shares")
+    print(f"{'method':<32} {'PSNR (dB)':>9} {'FLOPs':>9} {'of -O':>7} {'seconds':>8}  class shares")
     for name, img, extra in rows:
         psnr = scorer.score(img, hr)["psnr"]
         if extra is None:
-            print(f"{name:<20} {psnr:9.2f} {'-':>9} {'-':>7} {'-':>8}")
+            print(f"{name:<32} {psnr:9.2f} {'-':>9} {'-':>7} {'-':>8}")
             continue
         _, res = extra
         total = sum(res.class_counts)
         shares = " / ".join(f"{100 * c / total:.0f}%" for c in res.class_counts)
         print(
-            f"{name:<20} {psnr:9.2f} {res.flops / 1e9:8.2f}G {100 * res.flops / o_flops:6.1f}% "
+            f"{name:<32} {psnr:9.2f} {res.flops / 1e9:8.2f}G {100 * res.flops / o_flops:6.1f}% "
             f"{res.timings['total']:8.2f}  {shares}"
         )
 
-    model, result = rows[2][2]
-    sr = rows[2][1]
+    model, result = rows[3][2]  # the weight-sharing model
+    sr = rows[3][1]
     overlay = result_overlay(sr, result, model.num_classes)
     write_image(out / "classsr.png", Image(sr, None, False, 255))
     write_image(out / "class_map.png", Image(overlay, None, False, 255))
     strip = side_by_side([bicubic, rows[1][1], sr, hr])
     write_image(out / "strip.png", Image(strip, None, False, 255))
     print(f"\nwrote {out}/classsr.png, {out}/class_map.png (green: cheapest branch, red: widest)")
-    print(f"and {out}/strip.png (bicubic | FSRCNN-O | ClassSR-FSRCNN | ground truth)")
+    print(f"and {out}/strip.png (bicubic | FSRCNN-O | ClassSR-FSRCNN shared | ground truth)")
     return 0
 
 

@@ -10,7 +10,9 @@ import json
 import sys
 from pathlib import Path
 
-DEFAULT_MODEL = "classsr-fsrcnn-x4"
+# The best shipped ClassSR model on the validation photos (docs/model-zoo.md): the paper's
+# widths with weight-sharing branches.
+DEFAULT_MODEL = "classsr-fsrcnn-x4-shared"
 
 
 def _add_common(p):
