@@ -6,7 +6,9 @@ from __future__ import annotations
 def add_parser(sub):
     p = sub.add_parser("sweep", help="PSNR against FLOPs over budgets on a folder of images")
     p.add_argument("folder", help="clean (ground-truth) images; the model's task degrades them")
-    p.add_argument("--model", default="classsr-fsrcnn-x4", help="name or .safetensors path")
+    from classsr_core.commands.upscale import DEFAULT_MODEL
+
+    p.add_argument("--model", default=DEFAULT_MODEL, help="name or .safetensors path")
     p.add_argument("--o-model", default=None, help="the -O model to mark on the plot")
     p.add_argument("--task", default=None, help="task name (default: sr at the model's scale)")
     p.add_argument("--budgets", default="0.5:1.0:0.05", help="START:STOP:STEP or a,b,c")
