@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from classsr_core.commands.upscale import DEFAULT_MODEL
+
 
 def add_parser(sub):
     p = sub.add_parser("sweep", help="PSNR against FLOPs over budgets on a folder of images")
     p.add_argument("folder", help="clean (ground-truth) images; the model's task degrades them")
-    from classsr_core.commands.upscale import DEFAULT_MODEL
-
     p.add_argument("--model", default=DEFAULT_MODEL, help="name or .safetensors path")
     p.add_argument("--o-model", default=None, help="the -O model to mark on the plot")
     p.add_argument("--task", default=None, help="task name (default: sr at the model's scale)")
