@@ -303,15 +303,14 @@ def infer(
                     # they stop at its edge exactly as a whole-image run does.
                     rects = regions.rectangles(cells, grid.ys, grid.xs, p, height, width, cap)
                     pixels = regions.class_pixels(rects, halos, height, width, num_classes)
-                    spent = regions.fraction(costs, n, pixels, p, height * width)
-                    return rects, pixels, spent
+                    return rects, regions.fraction(costs, n, pixels, p, height * width)
 
             if forced is not None:
                 routed = forced.to(dev)
             elif probs is not None and budget is not None and mode == "regions":
                 _check_budget_costs(costs)
                 assign = regions.assign_for_regions(
-                    probs.float().cpu().numpy(), float(budget), costs, lambda a: plan(a)[2][1]
+                    probs.float().cpu().numpy(), float(budget), costs, lambda a: plan(a)[1][1]
                 )
                 routed = torch.from_numpy(assign).to(dev)
             elif probs is not None:
@@ -322,8 +321,8 @@ def infer(
             timings["classify"] = _now(dev) - t0
 
             if mode == "regions":
-                rects, pixels, (flops, fraction) = plan(routed_cpu.numpy())
-                canvas, _, tiles = _run_regions(
+                rects, (flops, fraction) = plan(routed_cpu.numpy())
+                canvas, tiles = _run_regions(
                     model,
                     lr[:, :, :height, :width],
                     rects,
@@ -606,11 +605,10 @@ def _run_regions(model, lr, rects, halos, sizes, p, scale, layout, timings, dev)
     """Each rectangle through its branch with its halo; every HR pixel written once.
 
     Tiles of one class and shape go in batches holding about as many pixels as a patch
-    batch of that branch would. Returns the HR canvas, LR pixels run per branch, tiles."""
+    batch of that branch would. Returns the HR canvas and the number of tiles run."""
     from classsr_core.regions import tile_batches
 
     height, width = lr.shape[-2:]
-    pixels = [0] * len(model.branches)
     canvas = target = None
     tiles = 0
     for cls, group in tile_batches(rects, halos, height, width):
@@ -626,7 +624,6 @@ def _run_regions(model, lr, rects, halos, sizes, p, scale, layout, timings, dev)
             timings[f"branch_{cls}"] = timings.get(f"branch_{cls}", 0.0) + t1 - t0
             timings["branches"] += t1 - t0
             tiles += len(chunk)
-            pixels[cls] += area * len(chunk)
             if out.shape[-2:] != ((ty1 - ty0) * scale, (tx1 - tx0) * scale):
                 raise InputError(
                     f"branch {cls} maps a {ty1 - ty0}x{tx1 - tx0} tile to "
@@ -649,7 +646,7 @@ def _run_regions(model, lr, rects, halos, sizes, p, scale, layout, timings, dev)
             timings["stitch"] += _now(dev) - t1
     for i in range(len(model.branches)):
         timings.setdefault(f"branch_{i}", 0.0)
-    return canvas, pixels, tiles
+    return canvas, tiles
 
 
 def _check_budget_costs(costs) -> None:
