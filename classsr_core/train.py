@@ -278,8 +278,9 @@ class Trainer:
             val, history = self.fit(stage, 0, scfg, dataset, per_class, point)
         elif stage == "branches":
             labels = store.labels() if m > 1 else np.zeros(len(store), dtype=np.int8)
+            trainable = self._trainable_branches()
             for k in range(point.part, m):
-                if not any(True for _ in self.model.branches[k].parameters()):
+                if k not in trainable:
                     # e.g. FSRCNN width 0 (the bicubic skip alone): nothing to learn
                     self._say(f"[{stage}] branch {k + 1}/{m} has no parameters: nothing to train")
                     continue
