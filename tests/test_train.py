@@ -66,6 +66,31 @@ def test_single_width_is_the_o_baseline(tmp_path, photos):
     assert 0 < meta["val"]["val_psnr"] < 60 and 0 < meta["val"]["val_ssim"] <= 1
 
 
+def test_a_parameter_free_branch_is_skipped_in_stage_one(tmp_path, photos, capsys):
+    cfg = _micro(
+        tmp_path,
+        photos,
+        model={"widths": [0, 8], "backbone_kwargs": {"m": 1, "skip": "bicubic"}},
+        divide={"ratios": [1, 1]},
+    )
+    fresh = _fresh_state(cfg)
+    train(cfg, "branches", progress=False)
+    assert "branch 1/2 has no parameters: nothing to train" in capsys.readouterr().out
+    state, meta = read_checkpoint(cfg.out_dir / "branches.safetensors")
+    assert meta["complete"] and all(k.startswith(("branches.1.", "classifier.")) for k in state)
+    assert not torch.equal(
+        state["branches.1.tail_conv.weight"], fresh["branches.1.tail_conv.weight"]
+    )
+
+
+def _fresh_state(cfg):
+    """The weights stage 1 starts from (same seed as the trainer)."""
+    from classsr_core.wrapper import ClassWrapper
+
+    torch.manual_seed(cfg.seed)
+    return ClassWrapper(scale=2, **cfg.model.wrapper_kwargs()).state_dict()
+
+
 def test_each_branch_sees_only_its_class_and_stage_two_freezes_them(tmp_path, photos, monkeypatch):
     # carn_m has BatchNorm: frozen branches must keep their running statistics in stage 2.
     cfg = _micro(tmp_path, photos, model={"backbone": "carn_m", "widths": [4, 8]})
@@ -109,6 +134,7 @@ def test_each_branch_sees_only_its_class_and_stage_two_freezes_them(tmp_path, ph
 
 
 def _fresh_state(cfg):
+    """The weights stage 1 starts from (same seed as the trainer)."""
     from classsr_core.wrapper import ClassWrapper
 
     torch.manual_seed(cfg.seed)
