@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from common import machine, official_loop
 
+from classsr_core.device import synchronize
 from classsr_core.errors import InputError
 
 SCALE = 4
@@ -193,13 +194,6 @@ def load_hr(size: str, args) -> np.ndarray:
 # -- methods -------------------------------------------------------------------------------
 
 
-def sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    elif dev.type == "mps":
-        torch.mps.synchronize()
-
-
 def to_input(lr8: np.ndarray, model, dev: torch.device) -> torch.Tensor:
     """``(1, C, H, W)`` in [0, 1], the model's dtype; channels-last on CPU as the engine."""
     dtype = next(model.parameters()).dtype
@@ -323,13 +317,13 @@ def measure(size: str, method: Method, model, args, dev: torch.device) -> Row:
     flops = whole_flops(model, lr8.shape) if method.kind == "whole" else None
     if method.kind == "loop":
         loop_flops(model, [0] * len(model.branches))  # count (and cache) before the probe
-    sync(dev)
+    synchronize(dev)
     probe = MemoryProbe(dev)
     for _ in range(args.reps):
-        sync(dev)
+        synchronize(dev)
         t0 = time.perf_counter()
         out, info = run(method, model, lr8, dev)
-        sync(dev)
+        synchronize(dev)
         row.times.append(time.perf_counter() - t0)
     probe.read(row)
     row.class_counts = info.get("class_counts")

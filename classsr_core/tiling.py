@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from classsr_core.checks import check_image_tensor, check_tiling
+from classsr_core.device import synchronize
 from classsr_core.errors import InputError
 
 BLENDS = ("mean", "window")
@@ -434,11 +435,7 @@ def _starts(length: int, patch: int, stride: int) -> tuple[int, ...]:
 
 
 def _now(dev: torch.device) -> float:
-    # Asynchronous devices must finish queued work before the clock means anything.
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    elif dev.type == "mps":
-        torch.mps.synchronize()
+    synchronize(dev)
     return time.perf_counter()
 
 

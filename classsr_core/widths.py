@@ -53,7 +53,7 @@ def measure_widths(
     """Seconds and multiply-adds per ``patch x patch`` LR patch of ``backbone`` at each
     width, on ``device`` (minimum over ``reps`` timed calls after a warm-up; channels-last
     on CPU, as the tile engine runs)."""
-    from classsr_core.device import pick_device
+    from classsr_core.device import pick_device, synchronize
     from classsr_core.flops import count_flops
     from classsr_core.plugins import resolve
     from classsr_core.tiling import default_batch_size
@@ -77,10 +77,10 @@ def measure_widths(
         with torch.inference_mode():
             net(x)  # warm-up: allocator, kernel selection
             for _ in range(reps):
-                _sync(dev)
+                synchronize(dev)
                 t0 = time.perf_counter()
                 net(x)
-                _sync(dev)
+                synchronize(dev)
                 best = min(best, time.perf_counter() - t0)
         out[int(w)] = {"seconds": best / b, "flops": float(flops)}
     return out
@@ -108,8 +108,3 @@ def efficient_widths(
                 "or narrow the window"
             )
     return chosen
-
-
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
