@@ -131,11 +131,11 @@ def receptive_radius(
     return min(radius, cap)
 
 
-def tile_batches(rects: list[Rect], halos: list[int], height: int, width: int):
+def tile_batches(rects: list[Rect], halos: list[int], height: int, width: int) -> list:
     """Group rectangles into batches of equal tile shape, per class.
 
-    Yields ``(cls, [(rect, (ty0, ty1, tx0, tx1)), ...])``: the LR window each tile reads,
-    the rectangle grown by its class's halo and clipped to the image."""
+    Returns ``[(cls, [(rect, (ty0, ty1, tx0, tx1)), ...]), ...]``: the LR window each tile
+    reads, the rectangle grown by its class's halo and clipped to the image."""
     groups: dict[tuple[int, int, int], list] = {}
     for rect in rects:
         h = halos[rect.cls]
@@ -143,8 +143,7 @@ def tile_batches(rects: list[Rect], halos: list[int], height: int, width: int):
         win = (*win, min(rect.x1 + h, width))
         key = (rect.cls, win[1] - win[0], win[3] - win[2])
         groups.setdefault(key, []).append((rect, win))
-    for key in sorted(groups):
-        yield key[0], groups[key]
+    return [(key[0], groups[key]) for key in sorted(groups)]
 
 
 def tile_pixels(tiles) -> int:
@@ -156,10 +155,10 @@ def per_pixel(cost: float, patch_size: int) -> float:
     return cost / (patch_size * patch_size) if not math.isnan(cost) else math.nan
 
 
-def class_pixels(rects: list[Rect], halos: list[int], height: int, width: int, m: int):
-    """LR pixels each branch runs on (tiles with their halos, clipped to the image)."""
+def class_pixels(batches, m: int) -> list[int]:
+    """LR pixels each of ``m`` branches runs on, from :func:`tile_batches`."""
     pixels = [0] * m
-    for cls, group in tile_batches(rects, halos, height, width):
+    for cls, group in batches:
         pixels[cls] += tile_pixels(group)
     return pixels
 

@@ -303,8 +303,9 @@ def infer(
                     # The real image, not the padded one: tiles need no whole patches, so
                     # they stop at its edge exactly as a whole-image run does.
                     rects = regions.rectangles(cells, grid.ys, grid.xs, p, height, width, cap)
-                    pixels = regions.class_pixels(rects, halos, height, width, num_classes)
-                    return rects, regions.fraction(costs, n, pixels, p, height * width)
+                    batches = regions.tile_batches(rects, halos, height, width)
+                    pixels = regions.class_pixels(batches, num_classes)
+                    return batches, regions.fraction(costs, n, pixels, p, height * width)
 
             if forced is not None:
                 routed = forced.to(dev)
@@ -322,12 +323,11 @@ def infer(
             timings["classify"] = _now(dev) - t0
 
             if mode == "regions":
-                rects, (flops, fraction) = plan(routed_cpu.numpy())
+                batches, (flops, fraction) = plan(routed_cpu.numpy())
                 canvas, tiles = _run_regions(
                     model,
                     lr[:, :, :height, :width],
-                    rects,
-                    halos,
+                    batches,
                     sizes,
                     p,
                     scale,
@@ -598,18 +598,17 @@ def _halos(model, halo: int | None, dev: torch.device) -> list[int]:
     return out
 
 
-def _run_regions(model, lr, rects, halos, sizes, p, scale, layout, timings, dev):
-    """Each rectangle through its branch with its halo; every HR pixel written once.
+def _run_regions(model, lr, batches, sizes, p, scale, layout, timings, dev):
+    """Each rectangle through its branch with its halo (``batches`` of
+    :func:`classsr_core.regions.tile_batches`); every HR pixel written once.
 
     Tiles of one class and shape go in batches holding about as many pixels as a patch
     batch of that branch would. Returns the HR canvas and the number of tiles run."""
-    from classsr_core.regions import tile_batches
-
     height, width = lr.shape[-2:]
     canvas = target = None
     tiles = 0
-    for cls, group in tile_batches(rects, halos, height, width):
-        rect0, (ty0, ty1, tx0, tx1) = group[0]
+    for cls, group in batches:
+        ty0, ty1, tx0, tx1 = group[0][1]
         area = (ty1 - ty0) * (tx1 - tx0)
         per_call = max(1, sizes[cls] * p * p // area)
         for start in range(0, len(group), per_call):
