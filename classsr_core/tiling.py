@@ -325,73 +325,17 @@ def infer(
             if mode == "regions":
                 batches, (flops, fraction) = plan(routed_cpu.numpy())
                 canvas, tiles = _run_regions(
-                    model,
-                    lr[:, :, :height, :width],
-                    batches,
-                    sizes,
-                    p,
-                    scale,
-                    layout,
-                    timings,
-                    dev,
+                    model, lr[:, :, :height, :width], batches, sizes, p, scale, layout, timings, dev
                 )
-                output = _from_tensor(canvas[None], kind, image)
-
+                hr = canvas[None]  # tiles stop at the real image's edge: nothing to crop
             else:
-                # 2. each branch on its own patches, in batches; 3. add into the HR canvas
-                ps = p * scale
-                win = _window(ps, blend, dev)  # (ps,) separable weights
-                win2 = win[:, None] * win[None, :]
-                canvas = None
-                for i, branch in enumerate(model.branches):
-                    bs = sizes[i]
-                    t_branch = 0.0
-                    idx_all = (routed_cpu == i).nonzero(as_tuple=True)[0]
-                    for start in range(0, idx_all.numel(), bs):
-                        idx = idx_all[start : start + bs]
-                        t0 = _now(dev)
-                        out = branch(patches(idx.to(dev)))
-                        t1 = _now(dev)
-                        t_branch += t1 - t0
-                        if out.shape[-2:] != (ps, ps):
-                            raise InputError(
-                                f"branch {i} maps a {p}x{p} patch to {tuple(out.shape[-2:])}, "
-                                f"not {ps}x{ps}: it does not upscale by the model's scale {scale}"
-                            )
-                        if canvas is None:
-                            # A normal tensor (not an inference tensor): it is updated in place
-                            # here and handed to the caller without a copy.
-                            with torch.inference_mode(False):
-                                canvas = torch.zeros(
-                                    out.shape[1],
-                                    grid.height * scale,
-                                    grid.width * scale,
-                                    device=dev,
-                                )
-                            # On CPU, add through numpy: a torch add of one patch is big enough
-                            # to be split over OpenMP threads, and on a busy machine waiting for
-                            # a descheduled thread made stitching ~100x slower (performance.md).
-                            target = canvas.numpy() if dev.type == "cpu" else canvas
-                        out = out.float()
-                        if blend == "window":
-                            out = out * win2
-                        if dev.type == "cpu":
-                            out = out.numpy()
-                        for k, j in enumerate(idx.tolist()):
-                            y, xx = grid.position(j)
-                            y, xx = y * scale, xx * scale
-                            target[:, y : y + ps, xx : xx + ps] += out[k]
-                        timings["stitch"] += _now(dev) - t1
-                    timings[f"branch_{i}"] = t_branch
-                    timings["branches"] += t_branch
-
-                t0 = _now(dev)
-                _divide(canvas, _coverage(grid.ys, grid.height, scale, win), dim=1)
-                _divide(canvas, _coverage(grid.xs, grid.width, scale, win), dim=2)
-                output = _from_tensor(
-                    canvas[None, :, : height * scale, : width * scale], kind, image
+                canvas = _run_patches(
+                    model, routed_cpu, patches, grid, sizes, p, scale, blend, timings, dev
                 )
-                timings["stitch"] += _now(dev) - t0
+                hr = canvas[None, :, : height * scale, : width * scale]
+            t0 = _now(dev)
+            output = _from_tensor(hr, kind, image)
+            timings["stitch"] += _now(dev) - t0
     finally:
         for m, flag in was_training:
             m.training = flag
@@ -596,6 +540,60 @@ def _halos(model, halo: int | None, dev: torch.device) -> list[int]:
             branch._classsr_receptive_radius = radius
         out.append(radius)
     return out
+
+
+def _run_patches(model, routed_cpu, patches, grid, sizes, p, scale, blend, timings, dev):
+    """Each branch on its own patches, in batches (``patches(idx)`` cuts them); each output
+    added into the HR canvas and the canvas divided by the summed blend weights. Returns
+    the padded HR canvas."""
+    ps = p * scale
+    win = _window(ps, blend, dev)  # (ps,) separable weights
+    win2 = win[:, None] * win[None, :]
+    canvas = None
+    for i, branch in enumerate(model.branches):
+        bs = sizes[i]
+        t_branch = 0.0
+        idx_all = (routed_cpu == i).nonzero(as_tuple=True)[0]
+        for start in range(0, idx_all.numel(), bs):
+            idx = idx_all[start : start + bs]
+            t0 = _now(dev)
+            out = branch(patches(idx.to(dev)))
+            t1 = _now(dev)
+            t_branch += t1 - t0
+            if out.shape[-2:] != (ps, ps):
+                raise InputError(
+                    f"branch {i} maps a {p}x{p} patch to {tuple(out.shape[-2:])}, "
+                    f"not {ps}x{ps}: it does not upscale by the model's scale {scale}"
+                )
+            if canvas is None:
+                # A normal tensor (not an inference tensor): it is updated in place
+                # here and handed to the caller without a copy.
+                with torch.inference_mode(False):
+                    canvas = torch.zeros(
+                        out.shape[1], grid.height * scale, grid.width * scale, device=dev
+                    )
+                # On CPU, add through numpy: a torch add of one patch is big enough
+                # to be split over OpenMP threads, and on a busy machine waiting for
+                # a descheduled thread made stitching ~100x slower (performance.md).
+                target = canvas.numpy() if dev.type == "cpu" else canvas
+            out = out.float()
+            if blend == "window":
+                out = out * win2
+            if dev.type == "cpu":
+                out = out.numpy()
+            for k, j in enumerate(idx.tolist()):
+                y, xx = grid.position(j)
+                y, xx = y * scale, xx * scale
+                target[:, y : y + ps, xx : xx + ps] += out[k]
+            timings["stitch"] += _now(dev) - t1
+        timings[f"branch_{i}"] = t_branch
+        timings["branches"] += t_branch
+
+    t0 = _now(dev)
+    _divide(canvas, _coverage(grid.ys, grid.height, scale, win), dim=1)
+    _divide(canvas, _coverage(grid.xs, grid.width, scale, win), dim=2)
+    timings["stitch"] += _now(dev) - t0
+    return canvas
 
 
 def _run_regions(model, lr, batches, sizes, p, scale, layout, timings, dev):
