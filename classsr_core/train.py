@@ -669,9 +669,8 @@ def _one_branch(state: dict) -> bool:
     return all(k.startswith("branches.0.") for k in state)
 
 
-def _check_classes(indices) -> None:
-    items = indices.items() if isinstance(indices, dict) else enumerate(indices)
-    for k, idx in items:
+def _check_classes(indices: dict[int, np.ndarray]) -> None:
+    for k, idx in indices.items():
         if len(idx) == 0:
             raise ClassSRError(
                 f"class {k} has no sub-images, so branch {k} cannot train; "
