@@ -46,15 +46,29 @@ def assign_budget(
         budget: target fraction. Values outside the achievable range are clamped to it.
     """
     probs = np.asarray(probs, dtype=np.float64)
+    # U[k, j] = sum_{i <= j} p[k, i]: the probability that branch j is enough for patch k
+    return assign_utility(np.cumsum(probs, axis=1), costs, classifier_cost, widest_cost, budget)
+
+
+def assign_utility(
+    utility: np.ndarray,
+    costs,
+    classifier_cost: float,
+    widest_cost: float,
+    budget: float,
+) -> np.ndarray:
+    """:func:`assign_budget` for any ``(n, M)`` utility of giving patch k branch j (the
+    classifier's cumulative probabilities, or an edge table's negated expected error), in
+    units where one branch step gains at most about 1."""
+    utility = np.asarray(utility, dtype=np.float64)
     costs = np.asarray(costs, dtype=np.float64)
-    n, m = probs.shape
+    n, m = utility.shape
     if m != len(costs):
         raise InputError(f"{m} classes but {len(costs)} branch costs")
     if not np.isfinite(budget) or budget <= 0:
         raise InputError(f"budget must be a positive fraction of the widest branch, got {budget}")
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    utility = np.cumsum(probs, axis=1)  # U[k, j]: branch j is enough for patch k
     target = budget * n * widest_cost - n * classifier_cost  # multiply-adds left for branches
     target = float(np.clip(target, n * costs[0], n * costs[-1]))
 

@@ -85,7 +85,10 @@ def save_model(model, path: str | Path, extra: dict[str, Any] | None = None) -> 
             "this model was built from explicit branch modules and cannot be rebuilt from a "
             "config; save its state_dict with safetensors instead"
         )
-    save_state(model.state_dict(), path, {"model": model.spec, **(extra or {})})
+    meta = {"model": model.spec, **(extra or {})}
+    if getattr(model, "edge_table", None) is not None:
+        meta["edge_router"] = model.edge_table.to_dict()
+    save_state(model.state_dict(), path, meta)
 
 
 def describe_mismatch(
@@ -146,6 +149,10 @@ def load_model(name_or_path: str | Path, device: str | torch.device | None = Non
         backbone = _import_object(backbone)
     model = ClassWrapper(backbone, **spec)
     load_into(model, state, str(path))
+    if "edge_router" in meta:
+        from classsr_core.edge_router import EdgeTable
+
+        model.edge_table = EdgeTable.from_dict(meta["edge_router"])
     model.checkpoint_meta = meta
     return model.to(pick_device(device)).eval()
 

@@ -22,6 +22,7 @@ COMMANDS = [
     "divide",
     "train",
     "widths",
+    "calibrate",
 ]
 
 

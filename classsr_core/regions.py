@@ -172,21 +172,22 @@ def fraction(costs, n: int, pixels, patch_size: int, image_pixels: int) -> tuple
     return float(spent), float(spent / widest) if widest > 0 else math.nan
 
 
-def assign_for_regions(probs: np.ndarray, budget: float, costs, fraction_of) -> np.ndarray:
+def assign_for_regions(utility: np.ndarray, budget: float, costs, fraction_of) -> np.ndarray:
     """Budget routing for regions: the per-patch assignment of
-    :func:`classsr_core.budget.assign_budget`, with its patch-level target searched so that
-    the regions run (halos and merging included, ``fraction_of(assign)``) lands nearest
-    ``budget``. The fraction grows with the patch-level target up to merging effects, so a
-    bisection gets there; the closest assignment seen is returned."""
-    from classsr_core.budget import assign_budget
+    :func:`classsr_core.budget.assign_utility` (``utility``: ``(n, M)``), with its
+    patch-level target searched so that the regions run (halos and merging included,
+    ``fraction_of(assign)``) lands nearest ``budget``. The fraction grows with the
+    patch-level target up to merging effects, so a bisection gets there; the closest
+    assignment seen is returned."""
+    from classsr_core.budget import assign_utility
 
     branch_costs, clf = costs["branches"], costs["classifier"]
     widest = max(branch_costs)
-    lo, hi = 1e-3, 2.0  # patch-level targets; assign_budget clamps to what is achievable
+    lo, hi = 1e-3, 2.0  # patch-level targets; assign_utility clamps to what is achievable
     best, best_err = None, math.inf
     for _ in range(16):
         mid = (lo + hi) / 2
-        assign = assign_budget(probs, branch_costs, clf, widest, mid)
+        assign = assign_utility(utility, branch_costs, clf, widest, mid)
         got = fraction_of(assign)
         if abs(got - budget) < best_err:
             best, best_err = assign, abs(got - budget)

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from classsr_core.checkpoint import atomic_path
+from classsr_core.tasks import degraded_pairs
 
 
 @dataclass
@@ -27,21 +27,24 @@ class SweepRow:
 
 
 def run_sweep(
-    model, images: list[np.ndarray], task, budgets, o_model=None, mode: str = "patches"
+    model,
+    images: list[np.ndarray],
+    task,
+    budgets,
+    o_model=None,
+    mode: str = "patches",
+    router: str = "classifier",
 ) -> list[SweepRow]:
     """``images``: clean HWC float32 arrays in [0, 1]. ``mode``: the engine's (in
-    "regions" fractions are of the widest branch on the whole image, for -O too)."""
-    rng = np.random.default_rng(0)
-    pairs = []
-    for clean in images:
-        clean = task.modcrop(clean)
-        x = task.make_input(clean, rng)
-        pairs.append((clean, torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None]))
+    "regions" fractions are of the widest branch on the whole image, for -O too).
+    ``router``: the model's ("classifier" or "edge"); the -O model has none."""
+    pairs = degraded_pairs(task, images)
 
     def measure(m, budget):
         psnrs, fracs = [], []
         for clean, x in pairs:
-            res = m.infer(x, budget=budget, mode=mode)
+            options = {"router": router} if m is model else {}
+            res = m.infer(x, budget=budget, mode=mode, **options)
             psnrs.append(task.score(res.output[0].permute(1, 2, 0).numpy(), clean)["psnr"])
             fracs.append(res.flops_fraction)
         return float(np.mean(fracs)), float(np.mean(psnrs))

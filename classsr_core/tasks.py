@@ -39,3 +39,17 @@ class Task:
             "psnr": float(psnr(a, b, crop_border=border, input_order="HWC")),
             "ssim": float(ssim(a, b, crop_border=border, input_order="HWC")),
         }
+
+
+def degraded_pairs(task: Task, images, seed: int = 0) -> list[tuple[np.ndarray, object]]:
+    """``(clean, input)`` per clean HWC float image: the clean one cropped to the task's
+    scale, the input the task's degradation of it as a ``(1, C, h, w)`` float tensor."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for clean in images:
+        clean = task.modcrop(clean)
+        x = task.make_input(clean, rng)
+        pairs.append((clean, torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None]))
+    return pairs

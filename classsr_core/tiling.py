@@ -30,13 +30,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from classsr_core.budget import assign_utility
 from classsr_core.checks import check_image_tensor, check_tiling
 from classsr_core.device import synchronize
+from classsr_core.edge_router import EDGE_MACS_PER_PIXEL
 from classsr_core.errors import InputError
 
 BLENDS = ("mean", "window")
 MODES = ("patches", "regions")
 AMP = {"fp16": torch.float16, "bf16": torch.bfloat16}
+ROUTERS = ("classifier", "edge")
 
 # Patches per branch call when the caller gives none, by device type and the branch's
 # multiply-adds per patch: (threshold, batch below it, batch at or above it). On CPU small
@@ -105,6 +108,7 @@ class InferResult:
     mode: str = "patches"
     halos: list[int] = field(default_factory=list)  # regions: LR halo per branch
     tiles: int = 0  # branch inputs run: patches, or merged rectangles in "regions" mode
+    router: str = "classifier"  # or "edge" (flops_per_patch["classifier"] is then its cost)
 
     @property
     def num_patches(self) -> int:
@@ -180,6 +184,7 @@ def infer(
     halo: int | None = None,
     max_cells: int | None = None,
     amp: str | None = None,
+    router: str = "classifier",
 ) -> InferResult:
     """Run a whole image through ``model`` (a :class:`~classsr_core.wrapper.ClassWrapper`).
 
@@ -211,6 +216,10 @@ def infer(
         max_cells: "regions" only: the largest tile, in patches a side (default 8).
         amp: ``"fp16"`` or ``"bf16"``: run the classifier and branches under
             ``torch.autocast`` (for GPUs with tensor cores; the output canvas stays fp32).
+        router: ``"classifier"`` (the Class-Module, as the paper) or ``"edge"``: the
+            model's calibrated edge table routes by each patch's edge score and no
+            classifier runs (:mod:`classsr_core.edge_router`); without a budget it uses the
+            table's price. Its 8 multiply-adds a pixel count as the routing cost.
     """
     t_start = time.perf_counter()
     if budget is not None and model.classifier is None:
@@ -221,6 +230,7 @@ def infer(
         raise InputError(f"amp must be None, 'fp16' or 'bf16', got {amp!r}")
     if mode not in MODES:
         raise InputError(f"mode must be one of {MODES}, got {mode!r}")
+    table = check_router(model, router)
     if mode == "regions" and blend != "mean":
         raise InputError("blend applies to mode='patches' only: regions do not overlap")
     if halo is not None and int(halo) < 0:
@@ -250,6 +260,8 @@ def infer(
     num_classes = len(model.branches)
     forced = _check_classes(classes, grid, num_classes)
     costs = _patch_costs(model, (1, model.in_channels, p, p))
+    if table is not None:  # the edge score replaces the classifier's cost
+        costs = {**costs, "classifier": float(EDGE_MACS_PER_PIXEL * p * p)}
     if batch_size is not None:
         sizes = [int(batch_size)] * num_classes
     else:
@@ -284,8 +296,13 @@ def infer(
 
             # 1. classify every patch, in batches
             t0 = _now(dev)
-            probs = None
-            if model.classifier is not None:
+            probs = utility = None
+            if table is not None:
+                from classsr_core.edge_router import edge_map, patch_scores
+
+                scores = patch_scores(edge_map(lr)[0], grid.ys, grid.xs, p).numpy()
+                utility = -table.expected_mse(scores)
+            elif model.classifier is not None:
                 chunks = []
                 cbs = max(*sizes, _MIN_CLASSIFY_BATCH)
                 for start in range(0, n, cbs):
@@ -307,14 +324,23 @@ def infer(
                     pixels = regions.class_pixels(batches, num_classes)
                     return batches, regions.fraction(costs, n, pixels, p, height * width)
 
+            if probs is not None and budget is not None:
+                utility = np.cumsum(probs.float().cpu().numpy(), axis=1)
             if forced is not None:
                 routed = forced.to(dev)
-            elif probs is not None and budget is not None and mode == "regions":
+            elif utility is not None and budget is not None:
                 _check_budget_costs(costs)
-                assign = regions.assign_for_regions(
-                    probs.float().cpu().numpy(), float(budget), costs, lambda a: plan(a)[1][1]
-                )
+                if mode == "regions":
+                    fraction_of = lambda a: plan(a)[1][1]  # noqa: E731
+                    assign = regions.assign_for_regions(utility, float(budget), costs, fraction_of)
+                else:
+                    widest = max(costs["branches"])
+                    args = (costs["branches"], costs["classifier"], widest, float(budget))
+                    assign = assign_utility(utility, *args)
                 routed = torch.from_numpy(assign).to(dev)
+            elif utility is not None:  # edge table, no budget: its calibrated price
+                pixel_costs = np.asarray(costs["branches"]) / (p * p)
+                routed = torch.from_numpy(table.route(scores, pixel_costs)).to(dev)
             elif probs is not None:
                 routed = assign_classes(probs, budget=budget, costs=costs)
             else:
@@ -365,6 +391,7 @@ def infer(
         mode=mode,
         halos=halos,
         tiles=tiles,
+        router=router,
     )
 
 
@@ -516,6 +543,28 @@ def _patch_costs(model, shape) -> dict[str, Any]:
         warnings.warn(f"FLOPs not counted: {exc}", stacklevel=3)
         return {"classifier": math.nan, "branches": [math.nan] * len(model.branches)}
     return {"classifier": clf, "branches": branches}
+
+
+def check_router(model, router: str):
+    """The model's edge table when ``router`` is "edge" (``None`` for the classifier); a
+    clear error when the router is unknown or the model has no fitting table."""
+    if router not in ROUTERS:
+        raise InputError(f"router must be one of {ROUTERS}, got {router!r}")
+    if router == "classifier":
+        return None
+    table = getattr(model, "edge_table", None)
+    if table is None:
+        raise InputError(
+            "router='edge' needs a calibrated edge table and this model has none: make one "
+            "with `classsr calibrate` (or classsr_core.edge_router.calibrate and save the "
+            "model), or use router='classifier'"
+        )
+    if table.num_branches != len(model.branches):
+        raise InputError(
+            f"the edge table has {table.num_branches} branches, the model "
+            f"{len(model.branches)}: calibrate it again for this model"
+        )
+    return table
 
 
 def _spent(costs: dict[str, Any], n: int, counts: list[int]) -> tuple[float, float]:

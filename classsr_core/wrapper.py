@@ -141,6 +141,8 @@ class ClassWrapper(nn.Module):
             )
         else:  # one branch is the plain "-O" network: nothing to route
             self.classifier = None
+        # Edge routing's calibrated table (classsr_core.edge_router), saved with the model.
+        self.edge_table = None
 
     # -- patches -----------------------------------------------------------------------
     def classify(self, x: torch.Tensor) -> torch.Tensor:

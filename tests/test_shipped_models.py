@@ -40,3 +40,16 @@ def test_shipped_model_loads_and_beats_bicubic(name, photo):
     for mode in ("patches", "regions"):
         out = model.infer(x, mode=mode).output[0].clamp(0, 1).permute(1, 2, 0).numpy()
         assert task.score(out, hr)["psnr"] > task.score(bicubic, hr)["psnr"] + 0.1, mode
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n.startswith("classsr-")])
+def test_shipped_classsr_models_route_by_edges_too(name, photo):
+    hr, lr, bicubic = photo
+    model = load_model(name, device="cpu")
+    assert model.edge_table is not None and model.edge_table.num_branches == model.num_classes
+    task = lookup("tasks", "sr").factory(scale=model.scale)
+    x = torch.from_numpy(lr).permute(2, 0, 1)[None]
+    res = model.infer(x, router="edge", budget=0.6)
+    assert abs(res.flops_fraction - 0.6) < 0.05
+    out = res.output[0].clamp(0, 1).permute(1, 2, 0).numpy()
+    assert task.score(out, hr)["psnr"] > task.score(bicubic, hr)["psnr"] + 0.1

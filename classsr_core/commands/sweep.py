@@ -16,6 +16,12 @@ def add_parser(sub):
     p.add_argument(
         "--mode", choices=("patches", "regions"), default="patches", help="the engine's mode"
     )
+    p.add_argument(
+        "--router",
+        choices=("classifier", "edge"),
+        default="classifier",
+        help="route by the Class-Module or by the model's calibrated edge table",
+    )
     return p
 
 
@@ -51,7 +57,9 @@ def run(args) -> int:
     if not files:
         raise InputError(f"no images in {args.folder}")
     images = [read_image(f).rgb for f in files]
-    rows = run_sweep(model, images, task, _budgets(args.budgets), o_model, mode=args.mode)
+    rows = run_sweep(
+        model, images, task, _budgets(args.budgets), o_model, mode=args.mode, router=args.router
+    )
     write_csv(rows, f"{args.output}.csv")
     plot(rows, f"{args.output}.png", title=f"{args.model} on {len(files)} images")
     for r in rows:

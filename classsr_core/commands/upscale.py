@@ -32,6 +32,13 @@ def _add_common(p):
         "into tiles with a halo (faster, no seams; docs/performance.md)",
     )
     p.add_argument("--halo", type=int, default=None, help="regions: LR context pixels")
+    p.add_argument(
+        "--router",
+        choices=("classifier", "edge"),
+        default="classifier",
+        help="classifier: the Class-Module (the paper); edge: the model's calibrated edge "
+        "table, no classifier runs (`classsr calibrate`; docs/performance.md)",
+    )
     p.add_argument("--amp", choices=("fp16", "bf16"), default=None, help="autocast (GPUs)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -71,9 +78,11 @@ def process(args) -> int:
     from classsr_core.checkpoint import load_model
     from classsr_core.errors import ClassSRError
     from classsr_core.imageio import Image, list_images, read_image, resize_alpha, write_image
+    from classsr_core.tiling import check_router
     from classsr_core.visualize import result_overlay
 
     model = load_model(args.model, device=args.device)
+    check_router(model, args.router)  # a model without an edge table fails once, up front
     device = next(model.parameters()).device
     files = list_images(args.inputs)
     if not files:
@@ -99,6 +108,7 @@ def process(args) -> int:
                 mode=args.mode,
                 halo=args.halo,
                 amp=args.amp,
+                router=args.router,
             )
             sr = result.output[0].permute(1, 2, 0).cpu().numpy()
             alpha = resize_alpha(img.alpha, model.scale) if img.alpha is not None else None

@@ -1,0 +1,63 @@
+"""``classsr calibrate``: measure a model's edge table on clean photos and save it with the
+model, so that ``--router edge`` can route without the classifier (docs/performance.md)."""
+
+from __future__ import annotations
+
+from classsr_core.commands.upscale import DEFAULT_MODEL
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "calibrate", help="measure the edge-routing table of a model on a folder of photos"
+    )
+    p.add_argument("folder", help="clean photos the model was not validated on")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="name or .safetensors path")
+    p.add_argument("-o", "--output", required=True, help="where to save the calibrated model")
+    p.add_argument("--task", default=None, help="task name (default: sr at the model's scale)")
+    p.add_argument("--bins", type=int, default=16, help="edge-score bins (quantiles)")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.05,
+        help="dB the default routing may lose against the widest branch on these photos",
+    )
+    return p
+
+
+def run(args) -> int:
+    import numpy as np
+    import torch
+
+    from classsr_core.checkpoint import load_model, save_model
+    from classsr_core.edge_router import calibrate
+    from classsr_core.errors import InputError
+    from classsr_core.imageio import list_images, read_image
+    from classsr_core.plugins import lookup
+    from classsr_core.tasks import degraded_pairs
+
+    model = load_model(args.model, device="cpu")
+    task_name = args.task or ("sr" if model.scale > 1 else None)
+    if task_name is None:
+        raise InputError("a scale-1 model needs --task (denoise, deblock, ...)")
+    options = {"scale": model.scale} if task_name == "sr" else {}
+    task = lookup("tasks", task_name).factory(**options)
+    files = list_images([args.folder])
+    if not files:
+        raise InputError(f"no images in {args.folder}")
+
+    def quantised(clean, x):  # the engine's inputs are 8-bit images: calibrate on the same
+        target = torch.from_numpy(np.ascontiguousarray(clean)).permute(2, 0, 1)[None]
+        return (x * 255).round().clamp(0, 255) / 255, target
+
+    pairs = degraded_pairs(task, [read_image(f).rgb for f in files])
+    pairs = [quantised(clean, x) for clean, x in pairs]
+    table = calibrate(model, pairs, bins=args.bins, tolerance_db=args.tolerance)
+    model.edge_table = table
+    extra = {k: v for k, v in model.checkpoint_meta.items() if k not in ("model", "edge_router")}
+    save_model(model, args.output, extra)
+    print(
+        f"{len(files)} images, {table.patches} patches, {len(table.mse)} bins; default price "
+        f"{table.price:.3g} (loses <= {table.tolerance_db:g} dB against the widest branch "
+        f"on these photos); wrote {args.output}"
+    )
+    return 0

@@ -1,0 +1,248 @@
+"""Edge routing: the score, the table, calibration, the engine's router="edge", persistence
+and the CLI."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from classsr_core.checkpoint import load_model
+from classsr_core.cli import main
+from classsr_core.edge_router import (
+    EDGE_MACS_PER_PIXEL,
+    LUMA,
+    EdgeTable,
+    calibrate,
+    edge_map,
+    patch_scores,
+)
+from classsr_core.errors import CheckpointError, InputError
+from classsr_core.wrapper import ClassWrapper
+
+SKIP = {"skip": "bicubic"}  # FSRCNN width 0: the bicubic branch
+
+
+def _photo(step: int = 4) -> torch.Tensor:
+    from skimage import data
+
+    img = data.astronaut()[::step, ::step].astype(np.float32) / 255
+    return torch.from_numpy(img).permute(2, 0, 1)[None].contiguous()
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return ClassWrapper(
+        "fsrcnn", widths=[0, 8, 24], scale=2, patch_size=16, stride=12, backbone_kwargs=SKIP
+    ).eval()
+
+
+@pytest.fixture(scope="module")
+def table(model):
+    """Calibrated on a photo against its own 2x-downscaled input: a real LR/HR pair."""
+    import torch.nn.functional as F
+
+    hr = _photo(2)
+    lr = F.interpolate(hr, scale_factor=0.5, mode="bicubic", antialias=True).clamp(0, 1)
+    return calibrate(model, [(lr, hr)], bins=6, tolerance_db=0.05)
+
+
+# -- the score ------------------------------------------------------------------------------
+
+
+def test_edge_map_of_a_flat_image_is_zero():
+    assert edge_map(torch.full((1, 3, 9, 7), 0.3)).abs().max() == 0
+
+
+def test_edge_map_is_the_luma_laplacian():
+    x = torch.zeros(1, 3, 5, 5)
+    x[0, :, 2, 2] = torch.tensor([1.0, 0.5, 0.25])
+    luma = sum(w * v for w, v in zip(LUMA, (1.0, 0.5, 0.25)))
+    e = edge_map(x)[0]
+    assert e[2, 2] == pytest.approx(4 * luma, rel=1e-6)
+    for y, x_ in ((1, 2), (3, 2), (2, 1), (2, 3)):
+        assert e[y, x_] == pytest.approx(luma, rel=1e-6)
+    assert e[0, 0] == 0
+    grey = edge_map(torch.rand(1, 1, 6, 6))  # one channel: no luma weights
+    assert grey.shape == (1, 6, 6)
+
+
+def test_patch_scores_are_patch_means():
+    emap = torch.rand(23, 31)
+    ys, xs, p = [0, 5, 7], [0, 9, 15], 8
+    got = patch_scores(emap, ys, xs, p)
+    want = [emap[y : y + p, x : x + p].mean() for y in ys for x in xs]
+    assert torch.allclose(got, torch.stack(want), atol=1e-5)
+
+
+# -- the table ------------------------------------------------------------------------------
+
+
+def test_table_round_trip_and_lookup():
+    t = EdgeTable((0.1, 0.2), ((1.0, 0.9), (2.0, 1.0), (4.0, 1.5)), price=0.5, tolerance_db=0.05)
+    assert EdgeTable.from_dict(t.to_dict()) == t
+    mse = t.expected_mse(np.array([0.0, 0.1, 0.15, 0.3]))
+    assert mse.tolist() == [[1.0, 0.9], [2.0, 1.0], [2.0, 1.0], [4.0, 1.5]]
+    scores = np.array([0.05, 0.3])
+    assert t.route(scores, [0.0, 1.0], price=0.0).tolist() == [1, 1]  # free: least error
+    assert t.route(scores, [0.0, 1.0], price=1.0).tolist() == [0, 1]  # 0.1 < 1.0 < 2.5
+    assert t.route(scores, [0.0, 1.0], price=10.0).tolist() == [0, 0]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"edges": [0.1], "mse": [[1.0]], "price": 0, "tolerance_db": 0},  # one row short
+        {"edges": [0.2, 0.1], "mse": [[1.0]] * 3, "price": 0, "tolerance_db": 0},
+        {"edges": [0.1], "mse": [[1.0], [math.nan]], "price": 0, "tolerance_db": 0},
+        {"edges": [0.1], "mse": [[1.0], [2.0]]},  # no price
+        {"edges": "x", "mse": [[1.0]], "price": 0, "tolerance_db": 0},
+    ],
+)
+def test_a_broken_table_is_a_checkpoint_error(bad):
+    with pytest.raises(CheckpointError, match="edge table"):
+        EdgeTable.from_dict(bad)
+
+
+# -- calibration ------------------------------------------------------------------------------
+
+
+def test_one_bin_holds_each_branch_s_mean_error_over_whole_cells(model):
+    hr = _photo(4)[:, :, :100, :120]
+    lr = hr[:, :, ::2, ::2].contiguous()  # 50 x 60 LR: 3 x 3 whole 16-pixel cells
+    t = calibrate(model, [(lr, hr)], bins=1)
+    assert t.edges == () and t.patches == 9
+    for j, branch in enumerate(model.branches):
+        with torch.inference_mode():
+            out = branch(lr).clamp(0, 1)
+        # regions with each branch's full receptive field equal the branch on the whole image
+        want = (out - hr)[:, :, :96, :96].square().mean().item()
+        assert t.mse[0][j] == pytest.approx(want, rel=1e-4, abs=1e-9)
+
+
+def test_calibration_bins_and_price(model, table):
+    assert len(table.mse) == len(table.edges) + 1 <= 6
+    assert all(len(row) == 3 for row in table.mse)
+    assert table.price > 0 and table.patches > 0
+    # flat patches lose nothing with the bicubic branch, textured ones lose most
+    gap = [row[0] - row[-1] for row in table.mse]
+    assert gap[-1] > gap[0]
+
+
+def test_calibration_rejects_what_it_cannot_use(model):
+    with pytest.raises(InputError, match="whole 16x16"):
+        calibrate(model, [(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 16, 16))])
+    single = ClassWrapper("fsrcnn", widths=[8], scale=2)
+    with pytest.raises(InputError, match="two branches"):
+        calibrate(single, [])
+    with pytest.raises(InputError, match="bins"):
+        calibrate(model, [], bins=0)
+
+
+# -- the engine -------------------------------------------------------------------------------
+
+
+def test_infer_needs_a_table_for_the_edge_router():
+    m = ClassWrapper("fsrcnn", widths=[8, 16], scale=2, patch_size=16, stride=12).eval()
+    with pytest.raises(InputError, match="classsr calibrate"):
+        m.infer(torch.rand(1, 3, 32, 32), router="edge")
+    with pytest.raises(InputError, match="router must be one of"):
+        m.infer(torch.rand(1, 3, 32, 32), router="edges")
+    m.edge_table = EdgeTable((), ((1.0, 1.0, 1.0),), 0.0, 0.05)
+    with pytest.raises(InputError, match="3 branches, the model 2"):
+        m.infer(torch.rand(1, 3, 32, 32), router="edge")
+
+
+@pytest.mark.parametrize("mode", ["patches", "regions"])
+def test_edge_routing_runs_no_classifier_and_counts_the_score(model, table, mode, monkeypatch):
+    model.edge_table = table
+    x = _photo(4)
+
+    def fail(*_):
+        raise AssertionError("the classifier ran")
+
+    monkeypatch.setattr(model, "classify", fail)
+    res = model.infer(x, router="edge", mode=mode)
+    assert res.router == "edge" and res.probs is None
+    p = res.patch_size
+    assert res.flops_per_patch["classifier"] == EDGE_MACS_PER_PIXEL * p * p
+    # the default price routes each patch as the table says
+    scores = patch_scores(edge_map(x)[0], res.grid.ys, res.grid.xs, p).numpy()
+    pixel_costs = np.asarray(res.flops_per_patch["branches"]) / (p * p)
+    assert (res.class_map.reshape(-1) == table.route(scores, pixel_costs)).all()
+
+
+def test_flat_patches_go_to_the_cheapest_branch(model, table):
+    model.edge_table = table
+    res = model.infer(torch.full((1, 3, 40, 40), 0.5), router="edge")
+    assert res.class_counts[0] == res.num_patches
+
+
+@pytest.mark.parametrize("mode", ["patches", "regions"])
+def test_edge_budget_lands_on_target_and_grows(model, table, mode):
+    model.edge_table = table
+    x = _photo(4)
+    previous = -1.0
+    for budget in (0.3, 0.5, 0.7, 0.9):
+        frac = model.infer(x, router="edge", mode=mode, budget=budget).flops_fraction
+        assert abs(frac - budget) <= 0.03, (budget, frac)
+        assert frac >= previous - 1e-9
+        previous = frac
+
+
+def test_forced_classes_win_over_the_edge_router(model, table):
+    model.edge_table = table
+    x = torch.rand(1, 3, 40, 40)
+    n = model.infer(x, router="edge").num_patches
+    res = model.infer(x, router="edge", classes=np.full(n, 2))
+    assert res.class_counts == [0, 0, n]
+
+
+# -- persistence and the command line -----------------------------------------------------------
+
+
+def test_the_table_is_saved_with_the_model(model, table, tmp_path):
+    model.edge_table = table
+    model.save(tmp_path / "m.safetensors")
+    assert load_model(tmp_path / "m.safetensors").edge_table == table
+    model.edge_table = None
+    model.save(tmp_path / "plain.safetensors")
+    assert load_model(tmp_path / "plain.safetensors").edge_table is None
+
+
+def test_cli_calibrate_then_upscale_with_the_edge_router(tmp_path, capsys):
+    from skimage import data
+
+    from classsr_core.imageio import Image, write_image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, img in (("coffee", data.coffee()[:128, :160]), ("cat", data.chelsea()[:128, :160])):
+        write_image(photos / f"{name}.png", Image(img.astype(np.float32) / 255, None, False, 255))
+    torch.manual_seed(0)
+    tiny = ClassWrapper(
+        "fsrcnn", widths=[0, 8], scale=2, patch_size=16, stride=12, backbone_kwargs=SKIP
+    )
+    tiny.save(tmp_path / "m.safetensors")
+    out = tmp_path / "cal.safetensors"
+    args = ["calibrate", str(photos), "--model", str(tmp_path / "m.safetensors"), "-o", str(out)]
+    assert main([*args, "--bins", "4"]) == 0
+    assert "2 images" in capsys.readouterr().out
+    calibrated = load_model(out)
+    assert calibrated.edge_table is not None and len(calibrated.edge_table.mse) <= 4
+    code = main(
+        ["upscale", str(photos / "cat.png"), "-o", str(tmp_path / "cat_x2.png")]
+        + ["--model", str(out), "--router", "edge", "--mode", "regions", "--json"]
+    )
+    assert code == 0 and (tmp_path / "cat_x2.png").is_file()
+    assert (
+        main(
+            ["upscale", str(photos / "cat.png"), "-o", str(tmp_path / "x.png")]
+            + ["--model", str(tmp_path / "m.safetensors"), "--router", "edge"]
+        )
+        == 2
+    )
+    assert "classsr calibrate" in capsys.readouterr().err
