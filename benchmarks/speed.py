@@ -5,6 +5,7 @@ Run by hand (not a test), from the repository root:
     scripts/fetch_photos.sh        # data/mate/...: the full-size Wood.jpg and YellowFlower.jpg
     .venv/bin/python benchmarks/speed.py [--sizes 2K 4K 8K] [--threads 2] [--reps 1]
         [--model classsr-fsrcnn-x4 ...] [--o-model fsrcnn-x4] [--budget 0.8 ...]
+        [--router classifier edge] [--kinds patches regions]
         [--skip-loop-above 4K] [--out table.md] [--json rows.json]
     .venv/bin/python benchmarks/speed.py --device cuda [--half]  # or benchmarks/gpu_check.sh
 
@@ -16,11 +17,13 @@ turned 180 degrees]]; 8K that 2x2 pattern repeated over 4x4 tiles. The LR input 
 task's degradation of the HR (MATLAB bicubic x1/4), rounded to uint8 as ``prepare`` does.
 
 Methods, each mapping the uint8 LR array to a uint8 HR array (host-device copies included):
-``-O whole`` (the -O model's one branch on the whole LR image at once), ``-O tiled`` (the
--O model through the tile engine), ``official loop`` (the ClassSR model, one 32x32 patch at
-a time: classifier, then its argmax branch; benchmarks/official_loop.py), ``ClassSR
-patches`` (``model.infer``), ``ClassSR regions`` (``model.infer(mode="regions")``) and,
-per ``--budget``, patches and regions at that FLOPs budget.
+``-O whole`` (the -O model's one branch on the whole LR image at once), ``-O tiled`` and
+``-O regions`` (the -O model through the tile engine's two modes), ``official loop`` (the
+ClassSR model, one 32x32 patch at a time: classifier, then its argmax branch;
+benchmarks/official_loop.py), ``ClassSR patches`` (``model.infer``), ``ClassSR regions``
+(``model.infer(mode="regions")``) and, per ``--budget``, patches and regions at that FLOPs
+budget; ``--router edge`` adds the same rows routed by the model's edge table instead of
+its classifier (``--kinds`` picks the modes).
 
 On CPU every (size, method) is measured in a fresh process (``--one SIZE KIND``), so its
 peak RSS is its own. Time is the minimum over ``--reps`` runs, after one warm-up run on a
@@ -60,10 +63,12 @@ TILE = (1920, 1080)
 SEAM_BAND = 16
 PHOTOS = ("Wood", "YellowFlower")
 MATE = Path("data/mate/usr/share/backgrounds/mate/nature")
-KINDS = ("whole", "tiled", "loop", "patches", "regions")
+KINDS = ("whole", "tiled", "o-regions", "loop", "patches", "regions")
+O_KINDS = ("whole", "tiled", "o-regions")  # rows of the -O model
 LABELS = {
     "whole": "-O whole",
     "tiled": "-O tiled",
+    "o-regions": "-O regions",
     "loop": "official loop",
     "patches": "ClassSR patches",
     "regions": "ClassSR regions",
@@ -231,7 +236,7 @@ def run(method: Method, model, lr8: np.ndarray, dev: torch.device) -> tuple[np.n
     options = {} if method.budget is None else {"budget": method.budget}
     if method.router != "classifier":
         options["router"] = method.router
-    if method.kind == "regions":
+    if method.kind in ("regions", "o-regions"):
         options["mode"] = "regions"
     try:
         res = model.infer(lr8, **options)
@@ -374,7 +379,7 @@ def one(args) -> int:
         raise SystemExit(f"--one takes a size of {list(SIZES)} and a kind of {KINDS}")
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
-    name = args.o_model if kind in ("whole", "tiled") else args.model[0]
+    name = args.o_model if kind in O_KINDS else args.model[0]
     budget = args.budget[0] if args.budget else None
     method = Method(kind, name, budget, args.router[0])
     row = measure(size, method, load(name, dev, args.half), args, dev)
@@ -388,7 +393,7 @@ def one(args) -> int:
 def plan(args) -> list[tuple[str, Method]]:
     todo = []
     for size in args.sizes:
-        todo += [(size, Method("whole", args.o_model)), (size, Method("tiled", args.o_model))]
+        todo += [(size, Method(kind, args.o_model)) for kind in O_KINDS]
         for name in args.model:
             todo.append((size, Method("loop", name)))
             for router in args.router:

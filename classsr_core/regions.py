@@ -172,6 +172,9 @@ def fraction(costs, n: int, pixels, patch_size: int, image_pixels: int) -> tuple
     return float(spent), float(spent / widest) if widest > 0 else math.nan
 
 
+TOLERANCE = 0.002  # budget search: a fraction this close to the budget is on target
+
+
 def assign_for_regions(utility: np.ndarray, budget: float, costs, fraction_of) -> np.ndarray:
     """Budget routing for regions: the per-patch assignment of
     :func:`classsr_core.budget.assign_utility` (``utility``: ``(n, M)``), with its
@@ -191,6 +194,8 @@ def assign_for_regions(utility: np.ndarray, budget: float, costs, fraction_of) -
         got = fraction_of(assign)
         if abs(got - budget) < best_err:
             best, best_err = assign, abs(got - budget)
+        if best_err <= TOLERANCE:  # each plan costs ~10 ms at 8K: stop when close enough
+            break
         if got > budget:
             hi = mid
         else:

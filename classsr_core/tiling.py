@@ -350,10 +350,21 @@ def infer(
 
             if mode == "regions":
                 batches, (flops, fraction) = plan(routed_cpu.numpy())
+                # uint8 out: each tile is rounded into an HWC uint8 canvas as it is written
+                # (every pixel once), never a float canvas plus a whole-image pass.
+                to_uint8 = kind == "numpy"
                 canvas, tiles = _run_regions(
-                    model, lr[:, :, :height, :width], batches, sizes, p, scale, layout, timings, dev
+                    model,
+                    lr[:, :, :height, :width],
+                    batches,
+                    sizes,
+                    (p, scale),
+                    layout,
+                    timings,
+                    dev,
+                    to_uint8,
                 )
-                hr = canvas[None]  # tiles stop at the real image's edge: nothing to crop
+                hr = canvas if to_uint8 else canvas[None]  # tiles stop at the image's edge
             else:
                 canvas = _run_patches(
                     model, routed_cpu, patches, grid, sizes, p, scale, blend, timings, dev
@@ -452,10 +463,14 @@ def _to_tensor(image, channels: int) -> tuple[torch.Tensor, str]:
 
 
 def _from_tensor(hr: torch.Tensor, kind: str, image):
-    """The output in the input's kind; ``hr`` is the (1, C, H, W) float canvas (a view)."""
+    """The output in the input's kind; ``hr`` is the (1, C, H, W) float canvas (a view),
+    or for numpy output already the (H, W, C) uint8 canvas of regions mode."""
     if kind == "numpy":
-        arr = hr[0].clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(1, 2, 0)
-        arr = np.ascontiguousarray(arr.cpu().numpy())
+        if hr.dtype == torch.uint8:  # regions mode's canvas, rounded tile by tile
+            arr = hr.cpu().numpy()
+        else:
+            arr = hr[0].clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(1, 2, 0)
+            arr = np.ascontiguousarray(arr.cpu().numpy())
         return arr[:, :, 0] if image.ndim == 2 and arr.shape[2] == 1 else arr
     out = hr.to(image.device, image.dtype).contiguous()  # copies only if cropped or moved
     return out[0] if kind == "tensor3" else out
@@ -645,12 +660,15 @@ def _run_patches(model, routed_cpu, patches, grid, sizes, p, scale, blend, timin
     return canvas
 
 
-def _run_regions(model, lr, batches, sizes, p, scale, layout, timings, dev):
+def _run_regions(model, lr, batches, sizes, geometry, layout, timings, dev, to_uint8=False):
     """Each rectangle through its branch with its halo (``batches`` of
     :func:`classsr_core.regions.tile_batches`); every HR pixel written once.
 
     Tiles of one class and shape go in batches holding about as many pixels as a patch
-    batch of that branch would. Returns the HR canvas and the number of tiles run."""
+    batch of that branch would. Returns the HR canvas, ``(C, H, W)`` float, or with
+    ``to_uint8`` ``(H, W, C)`` uint8 rounded as :func:`_from_tensor` does (a numpy array on
+    the CPU), and the number of tiles run."""
+    p, scale = geometry
     height, width = lr.shape[-2:]
     canvas = target = None
     tiles = 0
@@ -674,18 +692,28 @@ def _run_regions(model, lr, batches, sizes, p, scale, layout, timings, dev):
                 )
             if canvas is None:
                 # Every pixel is written exactly once: no zero fill needed.
+                shape = (out.shape[1], height * scale, width * scale)
                 with torch.inference_mode(False):
-                    canvas = torch.empty(out.shape[1], height * scale, width * scale, device=dev)
+                    if to_uint8:
+                        shape = (*shape[1:], shape[0])
+                        canvas = torch.empty(shape, dtype=torch.uint8, device=dev)
+                    else:
+                        canvas = torch.empty(shape, device=dev)
                 target = canvas.numpy() if dev.type == "cpu" else canvas  # see the patch path
             out = out.float()
+            if to_uint8:  # NHWC: a free view of the channels-last output on CPU
+                out = out.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1)
             if dev.type == "cpu":
                 out = out.numpy()
             for b, (rect, win) in enumerate(chunk):
                 oy, ox = (rect.y0 - win[0]) * scale, (rect.x0 - win[2]) * scale
                 hh, ww = (rect.y1 - rect.y0) * scale, (rect.x1 - rect.x0) * scale
-                target[:, rect.y0 * scale : rect.y1 * scale, rect.x0 * scale : rect.x1 * scale] = (
-                    out[b, :, oy : oy + hh, ox : ox + ww]
-                )
+                ys = slice(rect.y0 * scale, rect.y1 * scale)
+                xs = slice(rect.x0 * scale, rect.x1 * scale)
+                if to_uint8:
+                    target[ys, xs] = out[b, oy : oy + hh, ox : ox + ww]
+                else:
+                    target[:, ys, xs] = out[b, :, oy : oy + hh, ox : ox + ww]
             timings["stitch"] += _now(dev) - t1
     for i in range(len(model.branches)):
         timings.setdefault(f"branch_{i}", 0.0)

@@ -20,12 +20,12 @@ from classsr_core.wrapper import ClassWrapper
 class Convs(nn.Module):
     """``depth`` 3x3 convs with ReLUs (receptive radius ``depth``), then pixel shuffle."""
 
-    def __init__(self, width: int, scale: int, depth: int):
+    def __init__(self, width: int, scale: int, depth: int, channels: int = 3):
         super().__init__()
         layers: list[nn.Module] = []
-        ch = 3
+        ch = channels
         for i in range(depth):
-            out = 3 * scale * scale if i == depth - 1 else width
+            out = channels * scale * scale if i == depth - 1 else width
             layers += [nn.Conv2d(ch, out, 3, 1, 1), nn.ReLU()]
             ch = out
         self.body = nn.Sequential(*layers[:-1])
@@ -167,6 +167,28 @@ def test_regions_take_uint8_and_images_smaller_than_a_patch():
     res = infer(model, img, mode="regions")
     assert res.output.shape == (14, 18, 3) and res.output.dtype == np.uint8
     assert res.mode == "regions" and res.tiles == 1
+
+
+@pytest.mark.parametrize("grey", [False, True])
+def test_regions_uint8_output_is_the_rounded_float_output(grey):
+    """uint8 input: tiles are rounded straight into a uint8 canvas; the result must be the
+    float path's output rounded as the engine rounds it (same routing forced)."""
+    model = _model()
+    if grey:
+        torch.manual_seed(0)
+        branches = [Convs(4, 2, 1, channels=1), Convs(6, 2, 2, channels=1)]
+        model = ClassWrapper(branches=branches, scale=2, in_channels=1, patch_size=12, stride=10)
+        model.eval()
+    rng = np.random.default_rng(3)
+    img = (rng.random((37, 50) if grey else (37, 50, 3)) * 255).astype(np.uint8)
+    n = len(patch_grid(37, 50, 12, 12))
+    classes = rng.integers(0, len(model.branches), n)
+    got = infer(model, img, mode="regions", classes=classes).output
+    x = torch.from_numpy(img.reshape(37, 50, -1)).permute(2, 0, 1)[None].float() / 255
+    ref = infer(model, x, mode="regions", classes=classes).output[0]
+    want = ref.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    assert got.dtype == np.uint8 and got.shape == ((74, 100) if grey else (74, 100, 3))
+    np.testing.assert_array_equal(got, want[:, :, 0] if grey else want)
 
 
 def test_regions_budget_lands_near_the_target():
