@@ -92,8 +92,10 @@ class FSRCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.skip:
+            # On CPU, interpolation of channels-last input (the tile engine's layout there)
+            # runs 1.8x slower than of the default layout (bicubic x4, 2 threads).
             up = nn.functional.interpolate(
-                x, scale_factor=self.scale, mode=self.skip, align_corners=False
+                x.contiguous(), scale_factor=self.scale, mode=self.skip, align_corners=False
             )
             if self.tail_conv is None:
                 return up
