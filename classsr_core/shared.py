@@ -68,3 +68,31 @@ def share_weights(branches: list[nn.Module]) -> list[nn.Module]:
     """Replace all but the widest branch by slices of it (cheapest first, widest last)."""
     supernet = branches[-1]
     return [SlicedBranch(b, supernet) for b in branches[:-1]] + [supernet]
+
+
+def cut_widths(model, widths) -> nn.Module:
+    """A model whose branches are ``widths``, cut from the supernet of the shared-weight
+    ``model`` (its leading channels, as every branch of it already is): one trained
+    supernet gives any width set up to its own width, e.g. the paper's 36 / 56 and 32 / 48
+    aligned to the hardware. The classifier is new (its class count may differ): route the
+    result by edges (:func:`classsr_core.edge_router.calibrate`) or train one (stage 2)."""
+    from classsr_core.wrapper import ClassWrapper
+
+    spec = getattr(model, "spec", None)
+    if not spec or not spec.get("shared_weights") or "widths" not in spec:
+        raise InputError(
+            "cutting widths needs a shared-weight model built with widths= (a supernet); "
+            "this one has separate or explicit branches"
+        )
+    widths = [int(w) for w in widths]
+    widest = max(spec["widths"])
+    if not widths or max(widths) > widest or min(widths) < 0:
+        raise InputError(f"widths {widths} must lie in 0..{widest}, the supernet's width")
+    kwargs = {k: v for k, v in spec.items() if k != "backbone"}
+    cut = ClassWrapper(spec["backbone"], **{**kwargs, "widths": widths})
+    supernet = model.branches[-1].state_dict()
+    target = cut.branches[-1].state_dict()
+    cut.branches[-1].load_state_dict(
+        {k: supernet[k][tuple(slice(0, s) for s in t.shape)] for k, t in target.items()}
+    )
+    return cut.to(next(model.parameters()).device).eval()

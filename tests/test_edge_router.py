@@ -227,6 +227,11 @@ def test_cli_calibrate_then_upscale_with_the_edge_router(tmp_path, capsys):
         "fsrcnn", widths=[0, 8], scale=2, patch_size=16, stride=12, backbone_kwargs=SKIP
     )
     tiny.save(tmp_path / "m.safetensors")
+    supernet = ClassWrapper(
+        "fsrcnn", widths=[0, 8, 12], scale=2, patch_size=16, stride=12, backbone_kwargs=SKIP,
+        shared_weights=True,
+    )  # fmt: skip
+    supernet.save(tmp_path / "super.safetensors")
     out = tmp_path / "cal.safetensors"
     args = ["calibrate", str(photos), "--model", str(tmp_path / "m.safetensors"), "-o", str(out)]
     assert main([*args, "--bins", "4"]) == 0
@@ -246,3 +251,10 @@ def test_cli_calibrate_then_upscale_with_the_edge_router(tmp_path, capsys):
         == 2
     )
     assert "classsr calibrate" in capsys.readouterr().err
+    cut = tmp_path / "cut.safetensors"
+    args = ["calibrate", str(photos), "--model", str(tmp_path / "super.safetensors")]
+    assert main([*args, "--widths", "0,12", "-o", str(cut), "--bins", "2"]) == 0
+    model = load_model(cut)
+    assert model.spec["widths"] == [0, 12] and model.edge_table.num_branches == 2
+    assert model.checkpoint_meta["cut_from"]["widths"] == [0, 8, 12]
+    assert main([*args, "--widths", "0,x", "-o", str(cut)]) == 2

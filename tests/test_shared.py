@@ -67,3 +67,35 @@ def test_flops_of_a_shared_branch_equal_the_separate_branch():
         assert count_flops(a, (1, 3, 16, 16)) == count_flops(b, (1, 3, 16, 16)) > 0
     x = torch.rand(1, 3, 8, 8)
     torch.testing.assert_close(shared.branches[0].as_module()(x), shared.branches[0](x))
+
+
+@pytest.mark.parametrize("backbone", ["fsrcnn", "srresnet"])
+def test_cut_widths_keeps_every_width_it_shares(backbone):
+    from classsr_core.shared import cut_widths
+
+    kwargs = {"backbone_kwargs": {"nb": 2}} if backbone == "srresnet" else {}
+    torch.manual_seed(0)
+    model = ClassWrapper(backbone, widths=[8, 12, 16, 24], scale=2, shared_weights=True, **kwargs)
+    model.eval()
+    x = torch.rand(2, 3, 12, 12)
+    with torch.no_grad():
+        full = [b(x) for b in model.branches]
+        cut = cut_widths(model, [8, 16])  # a narrower supernet: the leading 16 channels
+        assert cut.spec["widths"] == [8, 16] and cut.spec["shared_weights"]
+        assert torch.allclose(cut.branches[0](x), full[0], atol=1e-6)
+        assert torch.allclose(cut.branches[1](x), full[2], atol=1e-6)
+        same = cut_widths(model, [12, 24])
+        assert torch.allclose(same.branches[0](x), full[1], atol=1e-6)
+        assert torch.allclose(same.branches[1](x), full[3], atol=1e-6)
+    assert _params(cut) < _params(model)
+
+
+def test_cut_widths_needs_a_supernet_and_widths_inside_it():
+    from classsr_core.shared import cut_widths
+
+    separate = ClassWrapper("fsrcnn", widths=[8, 16], scale=2)
+    with pytest.raises(InputError, match="shared-weight"):
+        cut_widths(separate, [8])
+    shared = ClassWrapper("fsrcnn", widths=[8, 16], scale=2, shared_weights=True)
+    with pytest.raises(InputError, match="0..16"):
+        cut_widths(shared, [8, 32])

@@ -14,6 +14,11 @@ def add_parser(sub):
     p.add_argument("--model", default=DEFAULT_MODEL, help="name or .safetensors path")
     p.add_argument("-o", "--output", required=True, help="where to save the calibrated model")
     p.add_argument("--task", default=None, help="task name (default: sr at the model's scale)")
+    p.add_argument(
+        "--widths",
+        default=None,
+        help="cut these branch widths (e.g. 0,32,48) from a shared-weight model first",
+    )
     p.add_argument("--bins", type=int, default=16, help="edge-score bins (quantiles)")
     p.add_argument(
         "--tolerance",
@@ -36,6 +41,15 @@ def run(args) -> int:
     from classsr_core.tasks import degraded_pairs
 
     model = load_model(args.model, device="cpu")
+    meta = model.checkpoint_meta
+    if args.widths:
+        from classsr_core.shared import cut_widths
+
+        try:
+            widths = [int(w) for w in args.widths.split(",")]
+        except ValueError:
+            raise InputError(f"--widths {args.widths!r}: give integers like 0,32,48") from None
+        model = cut_widths(model, widths)
     task_name = args.task or ("sr" if model.scale > 1 else None)
     if task_name is None:
         raise InputError("a scale-1 model needs --task (denoise, deblock, ...)")
@@ -53,7 +67,9 @@ def run(args) -> int:
     pairs = [quantised(clean, x) for clean, x in pairs]
     table = calibrate(model, pairs, bins=args.bins, tolerance_db=args.tolerance)
     model.edge_table = table
-    extra = {k: v for k, v in model.checkpoint_meta.items() if k not in ("model", "edge_router")}
+    extra = {k: v for k, v in meta.items() if k not in ("model", "edge_router")}
+    if args.widths:
+        extra["cut_from"] = {"model": str(args.model), "widths": meta["model"]["widths"]}
     save_model(model, args.output, extra)
     print(
         f"{len(files)} images, {table.patches} patches, {len(table.mse)} bins; default price "
