@@ -80,9 +80,10 @@ def main() -> None:
     print(f"{args.model} on {len(files)} photos ({args.photos}), {len(score)} cells")
     for j in range(1, err.shape[1]):
         gain = err[:, 0] - err[:, j]
-        print(f"  Spearman(edge score, gain of branch {j} over branch 0) = {spearman(score, gain):.3f}")
-    print(f"  Spearman(classifier's expected class, gain of the widest over branch 0) = "
-          f"{spearman(probs @ np.arange(probs.shape[1]), err[:, 0] - err[:, -1]):.3f}")
+        rho = spearman(score, gain)
+        print(f"  Spearman(edge score, gain of branch {j} over branch 0) = {rho:.3f}")
+    rho = spearman(probs @ np.arange(probs.shape[1]), err[:, 0] - err[:, -1])
+    print(f"  Spearman(classifier's expected class, gain of the widest over branch 0) = {rho:.3f}")
 
     from classsr_core.budget import assign_budget, assign_utility
 
@@ -99,10 +100,10 @@ def main() -> None:
     print(f"  widest branch everywhere: {widest:.3f} dB (cells only; no router cost counted)")
     print("  budget (of the widest)  edge table  classifier  oracle   (dB against the widest)")
     for b in args.budgets:
-        args_ = (costs, 0.0, costs[-1], b)
-        edge = assign_utility(-table.expected_mse(score), *args_) if table else None
-        clf = assign_budget(probs, *args_)
-        oracle = assign_utility(-err / err.max(), *args_)
+        spend = (costs, 0.0, costs[-1], b)
+        edge = assign_utility(-table.expected_mse(score), *spend) if table else None
+        clf = assign_budget(probs, *spend)
+        oracle = assign_utility(-err / err.max(), *spend)
         cols = [psnr(a) - widest if a is not None else float("nan") for a in (edge, clf, oracle)]
         print(f"  {b:>22.2f}  {cols[0]:+10.3f}  {cols[1]:+10.3f}  {cols[2]:+7.3f}")
 

@@ -20,7 +20,7 @@ from classsr_core.tasks import degraded_pairs
 
 @dataclass
 class SweepRow:
-    label: str  # "budget", "argmax" or "-O"
+    label: str  # "budget", "argmax" (classifier) or "price" (edge table) without one, "-O"
     budget: float | None
     flops_fraction: float  # mean over images (true multiply-adds, classifier included)
     psnr: float  # mean over images
@@ -49,7 +49,8 @@ def run_sweep(
             fracs.append(res.flops_fraction)
         return float(np.mean(fracs)), float(np.mean(psnrs))
 
-    rows = [SweepRow("argmax", None, *measure(model, None))]
+    # No budget: argmax of the classifier, or the edge table's calibrated price.
+    rows = [SweepRow("argmax" if router == "classifier" else "price", None, *measure(model, None))]
     rows += [SweepRow("budget", float(b), *measure(model, float(b))) for b in budgets]
     if o_model is not None:
         rows.append(SweepRow("-O", None, *measure(o_model, None)))
@@ -100,7 +101,11 @@ def plot(rows: list[SweepRow], path: str | Path, title: str = "") -> None:
     for r in curve:
         cx, cy = px(r.flops_fraction, r.psnr)
         d.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=(40, 90, 200))
-    marks = {"argmax": ((220, 60, 40), "argmax"), "-O": ((30, 150, 60), "-O network")}
+    marks = {
+        "argmax": ((220, 60, 40), "argmax"),
+        "price": ((220, 60, 40), "edge table's price"),
+        "-O": ((30, 150, 60), "-O network"),
+    }
     for r in rows:
         if r.label in marks:
             colour, name = marks[r.label]

@@ -3,7 +3,8 @@ where the compute went.
 
 The photo (classsr_core/assets/demo_hr.png) is a crop of a validation photo, never seen in
 training. It is shrunk x4 with MATLAB-exact bicubic, then brought back by bicubic, FSRCNN-O
-and the shipped ClassSR models (the fast one with a budget of 0.8). Writes to out/demo/ the
+and the shipped ClassSR models (the fast one also with a budget of 0.8, and in regions mode
+routed by its edge table at a budget of 0.5: the speed option). Writes to out/demo/ the
 images of the weight-sharing model, the default of `classsr upscale`: the SR image, the
 class map, and a strip bicubic | FSRCNN-O | ClassSR-FSRCNN (shared) | ground truth.
 """
@@ -40,26 +41,29 @@ def main(out_dir: str = "out/demo") -> int:
         ("classsr-fsrcnn-x4", {}),
         ("classsr-fsrcnn-x4-shared", {}),
         ("classsr-fsrcnn-x4-fast", {"budget": 0.8}),
+        ("classsr-fsrcnn-x4-fast", {"mode": "regions", "router": "edge", "budget": 0.5}),
     ]
     for name, options in runs:
         model = load_model(name)
         result = model.infer(x.to(next(model.parameters()).device), **options)
-        label = name + "".join(f" {k} {v}" for k, v in options.items())
+        label = " ".join([name, *(f"{k}={v}" for k, v in options.items())])
         rows.append((label, result.output[0].permute(1, 2, 0).cpu().numpy(), (model, result)))
 
     o_flops = rows[1][2][1].flops
     print(f"demo photo: {ASSET.name}, LR {lr.shape[1]}x{lr.shape[0]} -> x4\n")
-    print(f"{'method':<32} {'PSNR (dB)':>9} {'FLOPs':>9} {'of -O':>7} {'seconds':>8}  class shares")
+    w = max(len(name) for name, _, _ in rows)
+    head = f"{'PSNR (dB)':>9} {'FLOPs':>9} {'of -O':>7} {'seconds':>8}  class shares"
+    print(f"{'method':<{w}} {head}")
     for name, img, extra in rows:
         psnr = scorer.score(img, hr)["psnr"]
         if extra is None:
-            print(f"{name:<32} {psnr:9.2f} {'-':>9} {'-':>7} {'-':>8}")
+            print(f"{name:<{w}} {psnr:9.2f} {'-':>9} {'-':>7} {'-':>8}")
             continue
         _, res = extra
         total = sum(res.class_counts)
         shares = " / ".join(f"{100 * c / total:.0f}%" for c in res.class_counts)
         print(
-            f"{name:<32} {psnr:9.2f} {res.flops / 1e9:8.2f}G {100 * res.flops / o_flops:6.1f}% "
+            f"{name:<{w}} {psnr:9.2f} {res.flops / 1e9:8.2f}G {100 * res.flops / o_flops:6.1f}% "
             f"{res.timings['total']:8.2f}  {shares}"
         )
 

@@ -46,3 +46,16 @@ def test_plugin_section_validated_by_plugin_model():
     assert validate(model, {"scale": 2}).scale == 2
     with pytest.raises(ConfigError, match="scael"):
         validate(model, {"scael": 2})
+
+
+def test_every_example_training_config_validates():
+    """The configs the docs tell users to run must at least load (no typos, no stale keys)."""
+    from pathlib import Path
+
+    from classsr_core.train_config import load_train_config
+
+    root = Path(__file__).resolve().parents[1] / "examples" / "configs"
+    paths = sorted(root.rglob("*.yaml"))
+    assert len(paths) >= 10
+    for path in paths:
+        load_train_config(path)
