@@ -3,6 +3,7 @@
 Run by hand (not a test); results go to docs/performance.md:
 
     .venv/bin/python benchmarks/tile_engine.py [--threads 2] [--reps 3] [--image PATH]
+        [--only rcan --lr-size 160 90]
 
 On a real photo downscaled to an LR of 480x270 (a mate-backgrounds photo, see
 shared/data.md, or scikit-image's coffee when absent), the routing is fixed to a 61:23:16
@@ -172,9 +173,17 @@ def main() -> None:
     ap.add_argument("--only", choices=[c[0] for c in CONFIGS + EXTRA], help="one backbone only")
     ap.add_argument("--widths", help="override the branch widths, e.g. 32,48,64 (with --only)")
     ap.add_argument("--sweep", help="engine batch sizes to try, e.g. 1,4,16")
+    ap.add_argument(
+        "--lr-size",
+        type=int,
+        nargs=2,
+        default=(480, 270),
+        metavar=("W", "H"),
+        help="LR photo size (smaller for RCAN on a CPU: --lr-size 160 90)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    img, desc = load_photo(args.image)
+    img, desc = load_photo(args.image, tuple(args.lr_size))
     # Channels-last (NHWC) as the engine feeds its branches on CPU; the official loop's and
     # the whole-image run's slices of x inherit it, so every method gets the same layout.
     x = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255
