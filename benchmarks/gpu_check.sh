@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU speed check: benchmarks/speed.py on CUDA at 2K, 4K and 8K outputs, fp32 and then
-# fp16 (--half), with a budget-0.8 row pair. Run from the repository root when a GPU machine
-# is lent:
+# The GPU speed check: benchmarks/speed.py on CUDA at 2K, 4K and 8K outputs with the fast
+# model: fp32 with both routers (classifier, edge table) in both modes, argmax / price and
+# budget 0.5; then fp16 (--half) for the edge-routed regions rows, the speed option. Run
+# from the repository root when a GPU machine is lent:
 #
 #     bash benchmarks/gpu_check.sh
 #
@@ -84,14 +85,14 @@ print('missing:', ', '.join(n for n in names if u.find_spec(n) is None) or 'none
   local status=0
   timeout 100 "$PY" benchmarks/speed.py --sizes "${SIZES[@]}" --threads 8 --prepare-only \
     || { echo "gpu_check: making the test images failed or timed out" >&2; return 1; }
-  for precision in fp32 fp16; do
-    local half=()
-    [ "$precision" = fp16 ] && half=(--half)
-    timeout 90 "$PY" benchmarks/speed.py --device cuda --sizes "${SIZES[@]}" --threads 8 \
-      --reps 3 --budget 0.8 ${half[@]+"${half[@]}"} \
-      --out "$DEST/speed-cuda-$precision.md" --json "$DEST/speed-cuda-$precision.json" \
-      || { status=$?; echo "gpu_check: the $precision run ended with status $status" >&2; }
-  done
+  local common=(--device cuda --sizes "${SIZES[@]}" --threads 8 --reps 3
+    --model classsr-fsrcnn-x4-fast --budget 0.5)
+  timeout 120 "$PY" benchmarks/speed.py "${common[@]}" --router classifier edge \
+    --kinds patches regions --out "$DEST/speed-cuda-fp32.md" --json "$DEST/speed-cuda-fp32.json" \
+    || { status=$?; echo "gpu_check: the fp32 run ended with status $status" >&2; }
+  timeout 60 "$PY" benchmarks/speed.py "${common[@]}" --half --router edge --kinds regions \
+    --out "$DEST/speed-cuda-fp16.md" --json "$DEST/speed-cuda-fp16.json" \
+    || { status=$?; echo "gpu_check: the fp16 run ended with status $status" >&2; }
   return "$status"
 }
 
