@@ -3,6 +3,7 @@ model, so that ``--router edge`` can route without the classifier (docs/performa
 
 from __future__ import annotations
 
+from classsr_core.commands.sweep import task_and_photos
 from classsr_core.commands.upscale import DEFAULT_MODEL
 
 
@@ -36,8 +37,6 @@ def run(args) -> int:
     from classsr_core.checkpoint import load_model, save_model
     from classsr_core.edge_router import calibrate
     from classsr_core.errors import InputError
-    from classsr_core.imageio import list_images, read_image
-    from classsr_core.plugins import lookup
     from classsr_core.tasks import degraded_pairs
 
     model = load_model(args.model, device="cpu")
@@ -50,20 +49,13 @@ def run(args) -> int:
         except ValueError:
             raise InputError(f"--widths {args.widths!r}: give integers like 0,32,48") from None
         model = cut_widths(model, widths)
-    task_name = args.task or ("sr" if model.scale > 1 else None)
-    if task_name is None:
-        raise InputError("a scale-1 model needs --task (denoise, deblock, ...)")
-    options = {"scale": model.scale} if task_name == "sr" else {}
-    task = lookup("tasks", task_name).factory(**options)
-    files = list_images([args.folder])
-    if not files:
-        raise InputError(f"no images in {args.folder}")
+    task, photos = task_and_photos(model, args.task, args.folder)
 
     def quantised(clean, x):  # the engine's inputs are 8-bit images: calibrate on the same
         target = torch.from_numpy(np.ascontiguousarray(clean)).permute(2, 0, 1)[None]
         return (x * 255).round().clamp(0, 255) / 255, target
 
-    pairs = degraded_pairs(task, [read_image(f).rgb for f in files])
+    pairs = degraded_pairs(task, photos)
     pairs = [quantised(clean, x) for clean, x in pairs]
     table = calibrate(model, pairs, bins=args.bins, tolerance_db=args.tolerance)
     model.edge_table = table
@@ -72,7 +64,7 @@ def run(args) -> int:
         extra["cut_from"] = {"model": str(args.model), "widths": meta["model"]["widths"]}
     save_model(model, args.output, extra)
     print(
-        f"{len(files)} images, {table.patches} patches, {len(table.mse)} bins; default price "
+        f"{len(photos)} images, {table.patches} patches, {len(table.mse)} bins; default price "
         f"{table.price:.3g} (loses <= {table.tolerance_db:g} dB against the widest branch "
         f"on these photos); wrote {args.output}"
     )

@@ -39,29 +39,36 @@ def _budgets(spec: str) -> list[float]:
         raise InputError(f"--budgets {spec!r}: give START:STOP:STEP or a,b,c") from None
 
 
-def run(args) -> int:
-    from classsr_core.checkpoint import load_model
+def task_and_photos(model, task_name: str | None, folder: str):
+    """The task that degrades clean photos for ``model`` (default: sr at its scale) and the
+    clean photos of ``folder`` as HWC float arrays; shared with ``classsr calibrate``."""
     from classsr_core.errors import InputError
     from classsr_core.imageio import list_images, read_image
     from classsr_core.plugins import lookup
-    from classsr_core.sweep import plot, run_sweep, write_csv
 
-    model = load_model(args.model, device="cpu")
-    o_model = load_model(args.o_model, device="cpu") if args.o_model else None
-    task_name = args.task or ("sr" if model.scale > 1 else None)
+    task_name = task_name or ("sr" if model.scale > 1 else None)
     if task_name is None:
         raise InputError("a scale-1 model needs --task (denoise, deblock, ...)")
     options = {"scale": model.scale} if task_name == "sr" else {}
     task = lookup("tasks", task_name).factory(**options)
-    files = list_images([args.folder])
+    files = list_images([folder])
     if not files:
-        raise InputError(f"no images in {args.folder}")
-    images = [read_image(f).rgb for f in files]
+        raise InputError(f"no images in {folder}")
+    return task, [read_image(f).rgb for f in files]
+
+
+def run(args) -> int:
+    from classsr_core.checkpoint import load_model
+    from classsr_core.sweep import plot, run_sweep, write_csv
+
+    model = load_model(args.model, device="cpu")
+    o_model = load_model(args.o_model, device="cpu") if args.o_model else None
+    task, images = task_and_photos(model, args.task, args.folder)
     rows = run_sweep(
         model, images, task, _budgets(args.budgets), o_model, mode=args.mode, router=args.router
     )
     write_csv(rows, f"{args.output}.csv")
-    plot(rows, f"{args.output}.png", title=f"{args.model} on {len(files)} images")
+    plot(rows, f"{args.output}.png", title=f"{args.model} on {len(images)} images")
     for r in rows:
         b = "" if r.budget is None else f"{r.budget:.2f}"
         print(f"{r.label:<7} {b:>5}  FLOPs {100 * r.flops_fraction:5.1f}%  PSNR {r.psnr:.3f} dB")
