@@ -10,7 +10,7 @@ network) and the share of patches each branch got. This is what docs/tasks/*.md 
     python examples/eval_restoration.py data/photos/val \\
         --plain runs/denoise-o/model.safetensors --classsr runs/denoise/model.safetensors \\
         [--class-map docs/tasks/denoise-classes.png] [--markdown] [--json]
-        [--budget F] [--mode regions]
+        [--budget F] [--mode regions] [--router edge]
 """
 
 from __future__ import annotations
@@ -50,6 +50,12 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument("--budget", type=float, default=None, help="ClassSR's FLOPs budget")
     parser.add_argument("--mode", choices=("patches", "regions"), default="patches")
+    parser.add_argument(
+        "--router",
+        choices=("classifier", "edge"),
+        default="classifier",
+        help="ClassSR's router (edge: its calibrated table, `classsr calibrate`)",
+    )
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = parser.parse_args()
 
@@ -65,8 +71,10 @@ def main() -> None:
         x = torch.from_numpy(lr).permute(2, 0, 1)[None]
         for label, model in models.items():
             options = {"mode": args.mode}
-            if label == "ClassSR" and args.budget is not None:
-                options["budget"] = args.budget
+            if label == "ClassSR":
+                options["router"] = args.router
+                if args.budget is not None:
+                    options["budget"] = args.budget
             with torch.no_grad():
                 result = model.infer(x.to(next(model.parameters()).device), **options)
             out = result.output[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()

@@ -3,6 +3,7 @@
 import csv
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -46,3 +47,24 @@ def test_sweep_writes_csv_and_plot(tmp_path, capsys):
     assert all(abs(f - b) <= 0.02 for f, b in zip(fracs, (0.6, 0.8, 1.0)))
     assert all(np.isfinite(float(r["psnr"])) for r in rows)
     assert Image.open(f"{out}.png").size == (640, 420)
+
+
+def test_photos_are_degraded_by_the_task_the_checkpoint_was_trained_for(tmp_path):
+    """`classsr sweep` / `calibrate` without --task: the checkpoint's own task and settings."""
+    from types import SimpleNamespace
+
+    from classsr_core.commands.sweep import task_and_photos
+    from classsr_core.errors import InputError
+    from classsr_core.imageio import Image as Photo
+    from classsr_core.imageio import write_image
+
+    write_image(tmp_path / "a.png", Photo(np.full((8, 8, 3), 0.5, np.float32), None, False, 255))
+    trained = {"config": {"task": {"name": "denoise", "sigma": 10.0}}}
+    model = SimpleNamespace(scale=1, checkpoint_meta=trained)
+    task, photos = task_and_photos(model, None, str(tmp_path))
+    assert task.name == "denoise" and task.sigma == 10.0 and len(photos) == 1
+    assert task_and_photos(model, "deblock", str(tmp_path))[0].name == "deblock"
+    sr, _ = task_and_photos(SimpleNamespace(scale=4, checkpoint_meta={}), None, str(tmp_path))
+    assert sr.name == "sr" and sr.scale == 4
+    with pytest.raises(InputError, match="--task"):
+        task_and_photos(SimpleNamespace(scale=1, checkpoint_meta={}), None, str(tmp_path))

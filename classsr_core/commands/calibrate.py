@@ -14,7 +14,9 @@ def add_parser(sub):
     p.add_argument("folder", help="clean photos the model was not validated on")
     p.add_argument("--model", default=DEFAULT_MODEL, help="name or .safetensors path")
     p.add_argument("-o", "--output", required=True, help="where to save the calibrated model")
-    p.add_argument("--task", default=None, help="task name (default: sr at the model's scale)")
+    p.add_argument(
+        "--task", default=None, help="task name (default: the checkpoint's, else sr at its scale)"
+    )
     p.add_argument(
         "--widths",
         default=None,
@@ -41,6 +43,7 @@ def run(args) -> int:
 
     model = load_model(args.model, device="cpu")
     meta = model.checkpoint_meta
+    task, photos = task_and_photos(model, args.task, args.folder)
     if args.widths:
         from classsr_core.shared import cut_widths
 
@@ -49,7 +52,6 @@ def run(args) -> int:
         except ValueError:
             raise InputError(f"--widths {args.widths!r}: give integers like 0,32,48") from None
         model = cut_widths(model, widths)
-    task, photos = task_and_photos(model, args.task, args.folder)
 
     def quantised(clean, x):  # the engine's inputs are 8-bit images: calibrate on the same
         target = torch.from_numpy(np.ascontiguousarray(clean)).permute(2, 0, 1)[None]

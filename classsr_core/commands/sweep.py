@@ -10,7 +10,9 @@ def add_parser(sub):
     p.add_argument("folder", help="clean (ground-truth) images; the model's task degrades them")
     p.add_argument("--model", default=DEFAULT_MODEL, help="name or .safetensors path")
     p.add_argument("--o-model", default=None, help="the -O model to mark on the plot")
-    p.add_argument("--task", default=None, help="task name (default: sr at the model's scale)")
+    p.add_argument(
+        "--task", default=None, help="task name (default: the checkpoint's, else sr at its scale)"
+    )
     p.add_argument("--budgets", default="0.5:1.0:0.05", help="START:STOP:STEP or a,b,c")
     p.add_argument("-o", "--output", default="sweep", help="writes OUTPUT.csv and OUTPUT.png")
     p.add_argument(
@@ -40,16 +42,23 @@ def _budgets(spec: str) -> list[float]:
 
 
 def task_and_photos(model, task_name: str | None, folder: str):
-    """The task that degrades clean photos for ``model`` (default: sr at its scale) and the
-    clean photos of ``folder`` as HWC float arrays; shared with ``classsr calibrate``."""
+    """The task that degrades clean photos for ``model`` and the clean photos of ``folder``
+    as HWC float arrays; shared with ``classsr calibrate``. The task is ``task_name`` with
+    its defaults, else the one the checkpoint was trained for (with its settings, e.g. the
+    noise level), else sr at the model's scale."""
     from classsr_core.errors import InputError
     from classsr_core.imageio import list_images, read_image
     from classsr_core.plugins import lookup
 
-    task_name = task_name or ("sr" if model.scale > 1 else None)
-    if task_name is None:
-        raise InputError("a scale-1 model needs --task (denoise, deblock, ...)")
-    options = {"scale": model.scale} if task_name == "sr" else {}
+    trained = ((getattr(model, "checkpoint_meta", None) or {}).get("config") or {}).get("task")
+    if task_name is None and trained:
+        options = dict(trained)
+        task_name = options.pop("name")
+    else:
+        task_name = task_name or ("sr" if model.scale > 1 else None)
+        if task_name is None:
+            raise InputError("a scale-1 model needs --task (denoise, deblock, ...)")
+        options = {"scale": model.scale} if task_name == "sr" else {}
     task = lookup("tasks", task_name).factory(**options)
     files = list_images([folder])
     if not files:
