@@ -9,10 +9,11 @@ For every whole 32x32 LR cell of every photo (the SR task's input, uint8-rounded
 prints the rank correlation (Spearman) between the cell's edge score
 (``classsr_core.edge_router``: mean absolute Laplacian of the luma) and the squared-error
 reduction of each branch over the cheapest one, each branch run on the whole photo (the
-engine's regions mode, forced to that branch). It then compares, at equal multiply-adds,
-the PSNR of three routings of the same cells: the edge table (the model's own, calibrated
-on other photos), the model's classifier under the same budget, and the oracle that knows
-every cell's errors (the upper bound of any router).
+engine's regions mode, forced to that branch), and how the classifier's expected class
+ranks against that gain and against the cell's mean intensity. It then compares, at equal
+multiply-adds, the PSNR of three routings of the same cells: the edge table (the model's
+own, calibrated on other photos), the model's classifier under the same budget, and the
+oracle that knows every cell's errors (the upper bound of any router).
 """
 
 from __future__ import annotations
@@ -41,12 +42,14 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def cells(model, x: torch.Tensor, hr: torch.Tensor, p: int):
-    """Edge score, squared error per branch and classifier probabilities per whole cell."""
+    """Edge score, squared error per branch, classifier probabilities and mean intensity
+    per whole cell."""
     s = model.scale
     h, w = x.shape[-2:]
     rows, cols = h // p, w // p
     ys, xs = np.arange(rows) * p, np.arange(cols) * p
     score = patch_scores(edge_map(x)[0], ys, xs, p).numpy()
+    mean = patch_scores(x[0].mean(0), ys, xs, p).numpy()
     n = len(patch_grid(h, w, p, p))
     errors = []
     for j in range(len(model.branches)):
@@ -54,7 +57,7 @@ def cells(model, x: torch.Tensor, hr: torch.Tensor, p: int):
         se = (res.output.clamp(0, 1) - hr).square().mean(1)[0, : rows * p * s, : cols * p * s]
         errors.append(se.reshape(rows, p * s, cols, p * s).mean(dim=(1, 3)).reshape(-1))
     probs = res.probs[:rows, :cols].reshape(rows * cols, -1)  # grid cells = whole cells here
-    return score, torch.stack(errors, 1).double().numpy(), probs
+    return score, torch.stack(errors, 1).double().numpy(), probs, mean
 
 
 def main() -> None:
@@ -69,21 +72,22 @@ def main() -> None:
     task = lookup("tasks", "sr").factory(scale=model.scale)
     files = list_images([args.photos])
     pairs = degraded_pairs(task, [read_image(f).rgb for f in files])
-    score, err, probs = [], [], []
-    for clean, x in pairs:
-        hr = torch.from_numpy(np.ascontiguousarray(clean)).permute(2, 0, 1)[None]
-        a, b, c = cells(model, (x * 255).round().clamp(0, 255) / 255, hr, args.patch)
-        score.append(a)
-        err.append(b)
-        probs.append(c)
-    score, err, probs = np.concatenate(score), np.concatenate(err), np.concatenate(probs)
+    per_cell = [
+        cells(model, (x * 255).round().clamp(0, 255) / 255, torch.from_numpy(
+            np.ascontiguousarray(clean)).permute(2, 0, 1)[None], args.patch)
+        for clean, x in pairs
+    ]  # fmt: skip
+    score, err, probs, mean = (np.concatenate(v) for v in zip(*per_cell))
     print(f"{args.model} on {len(files)} photos ({args.photos}), {len(score)} cells")
     for j in range(1, err.shape[1]):
         gain = err[:, 0] - err[:, j]
         rho = spearman(score, gain)
         print(f"  Spearman(edge score, gain of branch {j} over branch 0) = {rho:.3f}")
-    rho = spearman(probs @ np.arange(probs.shape[1]), err[:, 0] - err[:, -1])
+    expected = probs @ np.arange(probs.shape[1])
+    rho = spearman(expected, err[:, 0] - err[:, -1])
     print(f"  Spearman(classifier's expected class, gain of the widest over branch 0) = {rho:.3f}")
+    rho = spearman(expected, mean)
+    print(f"  Spearman(classifier's expected class, the cell's mean intensity) = {rho:.3f}")
 
     from classsr_core.budget import assign_budget, assign_utility
 

@@ -170,3 +170,16 @@ def test_infer_is_the_tile_engine():
     out, res2 = model.upscale(x, stride=20)
     assert res.output.shape == (1, 3, 100, 80) and torch.equal(out, res.output)
     assert res.grid.ys == (0, 18) and res2.class_counts == res.class_counts
+
+
+def test_a_centred_class_module_ignores_brightness_and_saves_the_flag(tmp_path):
+    torch.manual_seed(0)
+    plain, centred = ClassModule(init_scale=1.0), ClassModule(init_scale=1.0, center=True)
+    centred.load_state_dict(plain.state_dict())  # same weights: only the flag differs
+    x = torch.rand(4, 3, 32, 32) * 0.5
+    brighter = x + torch.tensor([0.3, 0.1, 0.2]).view(1, 3, 1, 1)
+    assert torch.allclose(centred(x), centred(brighter), atol=1e-5)
+    assert not torch.allclose(plain(x), plain(brighter), atol=1e-3)
+    model = ClassWrapper("fsrcnn", widths=[8, 16], scale=2, classifier_kwargs={"center": True})
+    model.save(tmp_path / "m.safetensors")
+    assert load_model(tmp_path / "m.safetensors").classifier.center is True
