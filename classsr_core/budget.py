@@ -5,11 +5,12 @@ image to image. Here a user names the fraction F of the widest branch's cost (tr
 multiply-adds on the same tiling, classifier included) and every image lands within a
 hair of it: each patch gets the branch that maximises expected quality under the budget.
 
-Expected quality of giving patch k branch j is ``U[k, j] = sum_{i <= j} p[k, i]``: the
-classifier's probability that the patch's difficulty class is one branch j can handle. U is
-non-decreasing in j, so spending is an upgrade problem: a Lagrangian relaxation (binary
-search on the price of a multiply-add) gets near the target, then single-patch upgrades or
-downgrades by best gain per cost land on it exactly up to one patch's cost step.
+Expected quality of giving patch k branch j is ``U[k, j] = -sum_c p[k, c] max(0, c - j)``:
+minus the number of difficulty classes branch j is expected to fall short by
+(:func:`shortfall_utility`). U is non-decreasing in j, so spending is an upgrade problem: a
+Lagrangian relaxation (binary search on the price of a multiply-add) gets near the target,
+then single-patch upgrades or downgrades by best gain per cost land on it exactly up to one
+patch's cost step.
 """
 
 from __future__ import annotations
@@ -45,9 +46,20 @@ def assign_budget(
         widest_cost: per-patch cost of the widest branch (the denominator).
         budget: target fraction. Values outside the achievable range are clamped to it.
     """
+    return assign_utility(shortfall_utility(probs), costs, classifier_cost, widest_cost, budget)
+
+
+def shortfall_utility(probs: np.ndarray) -> np.ndarray:
+    """``U[k, j] = -sum_c p[k, c] * max(0, c - j)``: minus the expected number of classes
+    branch j falls short of patch k's. Each step up gains ``P(class > j)``, so a patch the
+    classifier is sure needs the widest branch still values the middle one over the
+    cheapest; ``P(class <= j)`` (cumulative probability) gives a confident classifier's
+    patches no reason to stop in the middle and, under a short budget, drops them from the
+    widest to the cheapest (docs/budget.md)."""
     probs = np.asarray(probs, dtype=np.float64)
-    # U[k, j] = sum_{i <= j} p[k, i]: the probability that branch j is enough for patch k
-    return assign_utility(np.cumsum(probs, axis=1), costs, classifier_cost, widest_cost, budget)
+    m = probs.shape[1]
+    short = np.maximum(0, np.arange(m)[None, :] - np.arange(m)[:, None])  # [j, c] = max(0, c-j)
+    return -probs @ short.T
 
 
 def assign_utility(

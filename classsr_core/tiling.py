@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from classsr_core.budget import assign_utility
+from classsr_core.budget import assign_utility, shortfall_utility
 from classsr_core.checks import check_image_tensor, check_tiling
 from classsr_core.device import synchronize
 from classsr_core.edge_router import EDGE_MACS_PER_PIXEL
@@ -325,7 +325,7 @@ def infer(
                     return batches, regions.fraction(costs, n, pixels, p, height * width)
 
             if probs is not None and budget is not None:
-                utility = np.cumsum(probs.float().cpu().numpy(), axis=1)
+                utility = shortfall_utility(probs.float().cpu().numpy())
             if forced is not None:
                 routed = forced.to(dev)
             elif utility is not None and budget is not None:

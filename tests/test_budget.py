@@ -47,3 +47,15 @@ def test_out_of_range_budget_is_clamped_and_bad_budget_refused():
     assert (assign_budget(probs, costs, clf, costs[-1], 5.0) == 2).all()
     with pytest.raises(InputError, match="budget"):
         assign_budget(probs, costs, clf, costs[-1], float("nan"))
+
+
+def test_shortfall_utility_gives_a_sure_widest_patch_credit_for_the_middle_branch():
+    from classsr_core.budget import shortfall_utility
+
+    u = shortfall_utility(np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.2, 0.3, 0.5]]))
+    np.testing.assert_allclose(u, [[-2, -1, 0], [0, 0, 0], [-1.3, -0.5, 0]])
+    # a short budget moves a sure-widest patch one step down, not two
+    costs, clf = COSTS["srresnet"]
+    probs = np.array([[0.0, 0.0, 1.0]] * 10)
+    assign = assign_budget(probs, costs, clf, costs[-1], budget=0.7)
+    assert set(assign.tolist()) <= {1, 2} and (assign == 1).any()
