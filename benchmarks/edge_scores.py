@@ -71,12 +71,12 @@ def main() -> None:
     model = load_model(args.model, device="cpu")
     task = lookup("tasks", "sr").factory(scale=model.scale)
     files = list_images([args.photos])
-    pairs = degraded_pairs(task, [read_image(f).rgb for f in files])
-    per_cell = [
-        cells(model, (x * 255).round().clamp(0, 255) / 255, torch.from_numpy(
-            np.ascontiguousarray(clean)).permute(2, 0, 1)[None], args.patch)
-        for clean, x in pairs
-    ]  # fmt: skip
+    pairs = degraded_pairs(task, [read_image(f).rgb for f in files], uint8=True)
+
+    def target(clean):
+        return torch.from_numpy(np.ascontiguousarray(clean)).permute(2, 0, 1)[None]
+
+    per_cell = [cells(model, x, target(clean), args.patch) for clean, x in pairs]
     score, err, probs, mean = (np.concatenate(v) for v in zip(*per_cell))
     print(f"{args.model} on {len(files)} photos ({args.photos}), {len(score)} cells")
     for j in range(1, err.shape[1]):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -165,7 +165,7 @@ def calibrate(
     costs = _pixel_costs(model)
     table = EdgeTable(tuple(edges.tolist()), tuple(map(tuple, mse.tolist())), 0.0, tolerance_db)
     price = _price_for(table, score, err, costs, tolerance_db)
-    return EdgeTable(table.edges, table.mse, price, tolerance_db, patches=len(score))
+    return replace(table, price=price, patches=len(score))
 
 
 def _all(model, lr, j):

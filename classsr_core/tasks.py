@@ -41,9 +41,12 @@ class Task:
         }
 
 
-def degraded_pairs(task: Task, images, seed: int = 0) -> list[tuple[np.ndarray, object]]:
+def degraded_pairs(
+    task: Task, images, seed: int = 0, uint8: bool = False
+) -> list[tuple[np.ndarray, object]]:
     """``(clean, input)`` per clean HWC float image: the clean one cropped to the task's
-    scale, the input the task's degradation of it as a ``(1, C, h, w)`` float tensor."""
+    scale, the input the task's degradation of it as a ``(1, C, h, w)`` float tensor;
+    ``uint8``: rounded to 8-bit levels, as a degraded photo read from disk is."""
     import torch
 
     rng = np.random.default_rng(seed)
@@ -51,5 +54,7 @@ def degraded_pairs(task: Task, images, seed: int = 0) -> list[tuple[np.ndarray, 
     for clean in images:
         clean = task.modcrop(clean)
         x = task.make_input(clean, rng)
+        if uint8:
+            x = np.clip(np.rint(x * 255.0), 0, 255) / 255.0
         pairs.append((clean, torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None]))
     return pairs

@@ -53,12 +53,11 @@ def run(args) -> int:
             raise InputError(f"--widths {args.widths!r}: give integers like 0,32,48") from None
         model = cut_widths(model, widths)
 
-    def quantised(clean, x):  # the engine's inputs are 8-bit images: calibrate on the same
-        target = torch.from_numpy(np.ascontiguousarray(clean)).permute(2, 0, 1)[None]
-        return (x * 255).round().clamp(0, 255) / 255, target
-
-    pairs = degraded_pairs(task, photos)
-    pairs = [quantised(clean, x) for clean, x in pairs]
+    # The engine's inputs are 8-bit images: calibrate on the same.
+    pairs = [
+        (x, torch.from_numpy(np.ascontiguousarray(clean)).permute(2, 0, 1)[None])
+        for clean, x in degraded_pairs(task, photos, uint8=True)
+    ]
     table = calibrate(model, pairs, bins=args.bins, tolerance_db=args.tolerance)
     model.edge_table = table
     extra = {k: v for k, v in meta.items() if k not in ("model", "edge_router")}
