@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from classsr_core.errors import CheckpointError
+from classsr_core.errors import CheckpointError, UntrustedCodeError
 
 FORMAT = "classsr/1"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -85,6 +85,13 @@ def save_model(model, path: str | Path, extra: dict[str, Any] | None = None) -> 
             "this model was built from explicit branch modules and cannot be rebuilt from a "
             "config; save its state_dict with safetensors instead"
         )
+    backbone = str(model.spec["backbone"])
+    if backbone.startswith("__main__:") or "<locals>" in backbone:
+        raise CheckpointError(
+            f"the backbone {backbone} is defined in a script or a function, so no later "
+            "process could rebuild it from the file. Define it in an importable module (and "
+            "load with trust_code=True) or, better, register it as a plugin (docs/plugins.md)"
+        )
     meta = {"model": model.spec, **(extra or {})}
     if getattr(model, "edge_table", None) is not None:
         meta["edge_router"] = model.edge_table.to_dict()
@@ -128,8 +135,18 @@ def shipped_models() -> dict[str, Path]:
     return {p.stem: p for p in sorted(WEIGHTS_DIR.glob("*.safetensors"))}
 
 
-def load_model(name_or_path: str | Path, device: str | torch.device | None = None):
-    """Load a model saved with :meth:`ClassWrapper.save`, or a shipped model by name."""
+def load_model(
+    name_or_path: str | Path,
+    device: str | torch.device | None = None,
+    *,
+    trust_code: bool = False,
+):
+    """Load a model saved with :meth:`ClassWrapper.save`, or a shipped model by name.
+
+    Loading runs no code from the file: it may name only registered components. A file
+    whose backbone is ``module:qualname`` (a class saved from your own module) is refused
+    unless ``trust_code=True``, which imports that module (docs/safety.md).
+    """
     from classsr_core.device import pick_device
     from classsr_core.wrapper import ClassWrapper
 
@@ -144,10 +161,13 @@ def load_model(name_or_path: str | Path, device: str | torch.device | None = Non
         path = shipped[str(name_or_path)]
     state, meta = read_checkpoint(path)
     spec = dict(meta["model"])
+    if "trust_code" in spec:  # consent is the caller's to give, never the file's
+        raise CheckpointError(f"{path}: its model config sets trust_code; refused")
     backbone = spec.pop("backbone")
-    if ":" in backbone and backbone.split(":")[0] not in ("basicsr", "timm"):
-        backbone = _import_object(backbone)
-    model = ClassWrapper(backbone, **spec)
+    try:
+        model = ClassWrapper(backbone, trust_code=trust_code, **spec)
+    except UntrustedCodeError as exc:
+        raise UntrustedCodeError(f"{path}: {exc}") from None
     load_into(model, state, str(path))
     if "edge_router" in meta:
         from classsr_core.edge_router import EdgeTable
@@ -155,20 +175,3 @@ def load_model(name_or_path: str | Path, device: str | torch.device | None = Non
         model.edge_table = EdgeTable.from_dict(meta["edge_router"])
     model.checkpoint_meta = meta
     return model.to(pick_device(device)).eval()
-
-
-def _import_object(ref: str):
-    """Import ``module:qualname`` (a user's own backbone class named in their checkpoint)."""
-    import importlib
-
-    module, _, qual = ref.partition(":")
-    try:
-        obj = importlib.import_module(module)
-        for part in qual.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise CheckpointError(
-            f"the checkpoint's backbone {ref} cannot be imported ({exc}); make it importable "
-            "or register it as a plugin"
-        ) from None
-    return obj

@@ -6,6 +6,10 @@ import torch
 
 from classsr_core.errors import InputError
 
+# Float images are [0, 1]; a little over- or undershoot (a resampled or sharpened input) is
+# accepted, an image in 0..255 or -1..1 is refused rather than silently scaled wrong.
+VALUE_SLACK = 0.05
+
 
 def check_image_tensor(x: torch.Tensor, channels: int, name: str = "image") -> torch.Tensor:
     """Return ``x`` as (N, C, H, W); raise :class:`InputError` on anything we cannot process."""
@@ -31,6 +35,13 @@ def check_image_tensor(x: torch.Tensor, channels: int, name: str = "image") -> t
         raise InputError(f"{name} must be a float tensor in [0, 1], got dtype {x.dtype}")
     if not torch.isfinite(x).all():
         raise InputError(f"{name} contains NaN or Inf values; clean the input first")
+    low, high = float(x.min()), float(x.max())
+    if low < -VALUE_SLACK or high > 1 + VALUE_SLACK:
+        hint = " (it looks like 0..255: divide by 255)" if high > 2 else ""
+        raise InputError(
+            f"{name} values range from {low:.3g} to {high:.3g}, but float images must be in "
+            f"[0, 1]{hint}; or pass a uint8 numpy array (H, W, C)"
+        )
     return x
 
 

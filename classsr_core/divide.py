@@ -77,7 +77,7 @@ def divide(
     dev = pick_device(device or cfg.device)
     model = None
     if ref:
-        model = load_model(ref, device=dev)
+        model = load_model(ref, device=dev, trust_code=cfg.trust_code)
         if model.scale != task.scale:
             raise InputError(
                 f"the reference model {ref} upscales by {model.scale} but the task's scale "

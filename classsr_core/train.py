@@ -157,7 +157,9 @@ class Trainer:
         from classsr_core.wrapper import ClassWrapper
 
         torch.manual_seed(self.cfg.seed)  # same initial weights on every rank and every run
-        return ClassWrapper(scale=self.task.scale, **self.cfg.model.wrapper_kwargs())
+        return ClassWrapper(
+            scale=self.task.scale, trust_code=self.cfg.trust_code, **self.cfg.model.wrapper_kwargs()
+        )
 
     def _meta(self, stage: str, part: int, iteration: int, complete: bool, **extra) -> dict:
         return {

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, create_model, model_validator
+from pydantic import Field, PrivateAttr, create_model, model_validator
 
 from classsr_core.config import StrictModel, load_yaml, validate
 from classsr_core.errors import ConfigError
@@ -22,7 +22,17 @@ STAGES = ("branches", "classifier", "joint")
 class ModelSection(StrictModel):
     """The ClassWrapper to build (the scale comes from the task)."""
 
-    backbone: str = Field("fsrcnn", description="a registered backbone (see `classsr plugins`)")
+    backbone: str = Field(
+        "fsrcnn",
+        description="a registered backbone (see `classsr plugins`), or module:ClassName of "
+        "your own class (needs --trust-code: importing runs the module's code)",
+    )
+    width_arg: str | None = Field(
+        None, description="the backbone's width keyword (registered backbones declare it)"
+    )
+    depth_arg: str | None = Field(
+        None, description="the backbone's depth keyword (registered backbones declare it)"
+    )
     widths: list[int] | None = Field(None, description="one width per branch, cheapest first")
     depths: list[int] | None = None
     width_depths: list[list[int]] | None = None
@@ -198,6 +208,13 @@ class TrainConfig(StrictModel):
     divide: DivideSection = Field(default_factory=DivideSection)
     stages: StagesSection = Field(default_factory=StagesSection)
     validation: ValidationSection = Field(default_factory=ValidationSection)
+    # The caller's consent to import model.backbone as module:qualname: a flag of the
+    # command (--trust-code), never a key of the file, so a config cannot grant it itself.
+    _trust_code: bool = PrivateAttr(False)
+
+    @property
+    def trust_code(self) -> bool:
+        return self._trust_code
 
     # -- derived -----------------------------------------------------------------------
     def make_task(self):
@@ -234,8 +251,15 @@ def _task_model(name: str) -> type[StrictModel]:
     )
 
 
-def validate_train_config(data: Any, source: str = "config") -> TrainConfig:
-    """Validate a parsed YAML document; errors name the key path and the allowed keys."""
+def validate_train_config(
+    data: Any, source: str = "config", *, trust_code: bool = False
+) -> TrainConfig:
+    """Validate a parsed YAML document; errors name the key path and the allowed keys.
+
+    Beyond the keys, the model section is built once on the meta device (no memory, no
+    weights), so a bad backbone name, width list, classifier or ratio count fails here,
+    before ``prepare`` or ``divide`` does any work, and not at ``train``.
+    """
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -254,7 +278,34 @@ def validate_train_config(data: Any, source: str = "config") -> TrainConfig:
         __base__=TrainConfig,
         task=(section, Field(default_factory=section)),
     )
-    return validate(model, data, source)
+    cfg = validate(model, data, source)
+    cfg._trust_code = trust_code
+    check_model_section(cfg, source)
+    return cfg
+
+
+def check_model_section(cfg: TrainConfig, source: str = "config") -> None:
+    """Build the configured model on the meta device; errors become ConfigErrors."""
+    import torch
+
+    from classsr_core.errors import ClassSRError
+    from classsr_core.wrapper import ClassWrapper
+
+    try:
+        with torch.device("meta"):
+            model = ClassWrapper(
+                scale=cfg.make_task().scale,
+                trust_code=cfg.trust_code,
+                **cfg.model.wrapper_kwargs(),
+            )
+    except ClassSRError as exc:
+        raise ConfigError(f"{source}: model: {exc}") from None
+    ratios = cfg.divide.ratios
+    if ratios is not None and len(ratios) != model.num_classes:
+        raise ConfigError(
+            f"{source}: divide.ratios has {len(ratios)} values but the model has "
+            f"{model.num_classes} branches; give one share per branch, cheapest first"
+        )
 
 
 def set_override(data: dict, dotted: str, value: Any) -> None:
@@ -271,7 +322,9 @@ def set_override(data: dict, dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+def load_train_config(
+    path: str | Path, overrides: list[str] | None = None, *, trust_code: bool = False
+) -> TrainConfig:
     """Read a YAML file, apply ``KEY=VALUE`` overrides (values parsed as YAML), validate."""
     import yaml
 
@@ -285,4 +338,4 @@ def load_train_config(path: str | Path, overrides: list[str] | None = None) -> T
         if not isinstance(data, dict):
             break
         set_override(data, key.strip(), yaml.safe_load(raw))
-    return validate_train_config(data, source=str(path))
+    return validate_train_config(data, source=str(path), trust_code=trust_code)

@@ -17,7 +17,7 @@ from torch import nn
 
 from classsr_core.checks import check_increasing, check_tiling
 from classsr_core.errors import InputError
-from classsr_core.plugins import lookup, resolve
+from classsr_core.plugins import import_code, is_code_reference, lookup, resolve
 
 # Which branch generator a keyword of ClassWrapper selects.
 _GENERATOR_KEYWORDS = {"widths": "width", "depths": "depth", "width_depths": "width_depth"}
@@ -43,6 +43,9 @@ class ClassWrapper(nn.Module):
             ``width_depths`` with instead of the plain one (e.g. ``"aligned_width"``, or a
             plugin's own).
         backbone_kwargs, classifier_kwargs: passed on to the factories.
+        trust_code: allow ``backbone`` to be a ``"module:qualname"`` string, which imports
+            that module and so runs its code. Without it only registered names (and
+            classes you pass yourself) are accepted; see docs/safety.md.
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class ClassWrapper(nn.Module):
         classifier_kwargs: dict[str, Any] | None = None,
         shared_weights: bool = False,
         generator: str | None = None,
+        trust_code: bool = False,
     ) -> None:
         super().__init__()
         check_tiling(patch_size, stride)
@@ -88,7 +92,9 @@ class ClassWrapper(nn.Module):
         else:
             if backbone is None:
                 raise InputError("ClassWrapper needs a backbone name or class, or branches=[...]")
-            factory, meta, backbone_name = _resolve_backbone(backbone, width_arg, depth_arg)
+            factory, meta, backbone_name = _resolve_backbone(
+                backbone, width_arg, depth_arg, trust_code
+            )
             keyword_gen, values = _pick_generator(widths, depths, width_depths)
             gen_name = generator or keyword_gen
             scales = meta.get("scales")
@@ -126,7 +132,8 @@ class ClassWrapper(nn.Module):
             }
             if generator:
                 self.spec["generator"] = generator
-            if not isinstance(backbone, str) or width_arg or depth_arg:  # rebuild needs them
+            code_ref = not isinstance(backbone, str) or is_code_reference(backbone)
+            if code_ref or width_arg or depth_arg:  # a rebuild needs them
                 self.spec["width_arg"] = width_arg
                 self.spec["depth_arg"] = depth_arg
 
@@ -242,7 +249,10 @@ def _pick_generator(widths, depths, width_depths) -> tuple[str, list]:
     return _GENERATOR_KEYWORDS[keyword], values
 
 
-def _resolve_backbone(backbone, width_arg, depth_arg):
+def _resolve_backbone(backbone, width_arg, depth_arg, trust_code: bool):
+    if isinstance(backbone, str) and is_code_reference(backbone):
+        factory = import_code(backbone, "backbone", trust_code)
+        return factory, {"width_arg": width_arg, "depth_arg": depth_arg, "scales": None}, backbone
     if isinstance(backbone, str):
         factory, meta = resolve("backbones", backbone)
         if width_arg:

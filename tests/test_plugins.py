@@ -107,16 +107,27 @@ def test_hook_classsr_register_classifiers():
     assert clf(torch.rand(2, 3, 32, 32)).shape == (2, 3)
 
 
-def test_duplicate_name_names_both_plugins():
+def test_duplicate_name_fails_only_its_lookups_and_names_both_plugins():
     reg = Registry()
-    reg.add_plugin(
-        _plugin(classsr_register_backbones=lambda register: register("dup", TinyNet)), "first"
-    )
-    with pytest.raises(PluginError, match="'first' and 'second'"):
+    for name in ("first", "second"):
         reg.add_plugin(
-            _plugin(classsr_register_backbones=lambda register: register("dup", TinyNet)),
-            "second",
+            _plugin(classsr_register_backbones=lambda register: register("dup", TinyNet)), name
         )
+    reg.add_plugin(
+        _plugin(classsr_register_backbones=lambda register: register("other", TinyNet)), "third"
+    )
+    assert reg.get("backbones", "other").plugin == "third"  # the rest still works
+    with pytest.raises(PluginError, match="'first' and 'second'") as err:
+        reg.get("backbones", "dup")
+    assert "CLASSSR_DISABLE_PLUGINS=first" in str(err.value)
+    assert "CLASSSR_DISABLE_PLUGINS=second" in str(err.value)
+    rows = {row["name"]: row for row in reg.describe()}  # the diagnosis tool still works
+    for name in ("first", "second"):
+        assert rows[name]["backbones"] == ["dup"]
+        assert rows[name]["clashes"] == [
+            {"kind": "backbones", "name": "dup", "plugins": ["first", "second"]}
+        ]
+    assert "clashes" not in rows["third"]
 
 
 def test_unknown_name_lists_registered():
@@ -144,7 +155,7 @@ def _run_cli(args, env_extra=None, cwd=None):
     )
 
 
-def _make_dist(root: Path, name: str, module_body: str) -> Path:
+def _make_dist(root: Path, name: str, module_body: str, entry_point: str | None = None) -> Path:
     """A real third-party plugin distribution: its own pyproject and entry point."""
     src = root / name
     pkg = src / f"{name}_pkg"
@@ -162,7 +173,7 @@ def _make_dist(root: Path, name: str, module_body: str) -> Path:
             version = "1.2.3"
 
             [project.entry-points.classsr]
-            {name} = "{name}_pkg"
+            {entry_point or name} = "{name}_pkg"
             """
         )
     )
@@ -188,6 +199,11 @@ GOOD_PLUGIN = """
         register("echonet", EchoNet, width_arg="nf", scales=(2, 4))
 """
 
+
+def _net_plugin(backbone: str) -> str:
+    return GOOD_PLUGIN.replace('"echonet"', f'"{backbone}"')
+
+
 BROKEN_PLUGIN = """
     raise RuntimeError("this plugin is broken on purpose")
 """
@@ -199,6 +215,17 @@ def third_party(tmp_path_factory):
     target = root / "site"
     install_into(_make_dist(root, "classsr_echo", GOOD_PLUGIN), target)
     install_into(_make_dist(root, "classsr_broken", BROKEN_PLUGIN), target)
+    return {"PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
+
+
+@pytest.fixture(scope="module")
+def clashing(tmp_path_factory):
+    """An entry point named like a built-in, and two plugins registering one name."""
+    root = tmp_path_factory.mktemp("clash")
+    target = root / "site"
+    install_into(_make_dist(root, "classsr_shadow", _net_plugin("shadownet"), "fsrcnn"), target)
+    install_into(_make_dist(root, "classsr_one", _net_plugin("clashnet")), target)
+    install_into(_make_dist(root, "classsr_two", _net_plugin("clashnet")), target)
     return {"PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
 
 
@@ -235,6 +262,34 @@ def test_third_party_plugin_listed_usable_and_blockable(third_party, tmp_path):
     names = {r["name"] for r in json.loads(blocked.stdout)}
     assert "classsr_echo" not in names and "classsr_broken" not in names
     assert "fsrcnn" in names
+
+
+def test_entry_point_named_like_a_builtin_loads_with_a_warning(clashing):
+    res = _run_cli(["plugins", "--json"], clashing)
+    assert res.returncode == 0, res.stderr
+    rows = {r["name"]: r for r in json.loads(res.stdout)}
+    assert rows["fsrcnn"]["dist"] == "classsr"
+    assert rows["fsrcnn@classsr_shadow"]["backbones"] == ["shadownet"]
+    assert "'fsrcnn' of classsr_shadow" in res.stderr
+
+
+def test_clash_is_listed_and_fails_only_commands_that_need_the_name(clashing):
+    res = _run_cli(["plugins"], clashing)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("CLASH: backbone 'clashnet'") == 2
+    as_json = {r["name"]: r for r in json.loads(_run_cli(["plugins", "--json"], clashing).stdout)}
+    assert as_json["classsr_one"]["clashes"][0]["plugins"] == ["classsr_one", "classsr_two"]
+    bad = _run_cli(["flops", "--backbone", "clashnet", "--widths", "4,8", "--scale", "2"], clashing)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "CLASSSR_DISABLE_PLUGINS=classsr_one" in bad.stderr
+    assert "CLASSSR_DISABLE_PLUGINS=classsr_two" in bad.stderr
+    good = _run_cli(["flops", "--backbone", "fsrcnn", "--widths", "16,56", "--json"], clashing)
+    assert good.returncode == 0, good.stderr
+    blocked = _run_cli(
+        ["flops", "--backbone", "clashnet", "--widths", "4,8", "--scale", "2", "--json"],
+        {**clashing, "CLASSSR_DISABLE_PLUGINS": "classsr_two"},
+    )
+    assert blocked.returncode == 0, blocked.stderr
 
 
 def test_plugins_text_output():

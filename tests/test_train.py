@@ -15,6 +15,7 @@ from classsr_core.cli import main
 from classsr_core.data import PairDataset, Store
 from classsr_core.errors import ClassSRError, ConfigError
 from classsr_core.train import train
+from classsr_core.train_config import validate_train_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,8 +94,9 @@ def _fresh_state(cfg):
 
 def test_each_branch_sees_only_its_class_and_stage_two_freezes_them(tmp_path, photos, monkeypatch):
     # carn_m has BatchNorm: frozen branches must keep their running statistics in stage 2.
-    cfg = _micro(tmp_path, photos, model={"backbone": "carn_m", "widths": [4, 8]})
-    cfg.model.backbone_kwargs = {"n_blocks": 1}
+    data = _micro(tmp_path, photos).resolved()
+    data["model"].update(backbone="carn_m", backbone_kwargs={"n_blocks": 1})  # not fsrcnn's m
+    cfg = validate_train_config(data)
     seen: list[int] = []
     real = PairDataset.__getitem__
 

@@ -65,7 +65,17 @@ def test_folder_with_every_kind_and_a_broken_file(model_path, photos, tmp_path, 
         "rgba.png",
     ]
     for r in rows:
-        assert set(r) == {"input", "output", "class_counts", "flops", "flops_fraction", "seconds"}
+        assert set(r) == {
+            "input",
+            "output",
+            "task",
+            "scale",
+            "class_counts",
+            "flops",
+            "flops_fraction",
+            "seconds",
+        }
+        assert (r["task"], r["scale"]) == ("sr", 2)
         assert sum(r["class_counts"]) > 0 and 0 < r["flops_fraction"] < 2
     grey = np.asarray(PILImage.open(out / "grey_x2.png"))
     assert grey.shape == (128, 128)
@@ -81,8 +91,8 @@ def test_never_overwrites_an_input(model_path, photos, capsys):
     src = photos / "rgb.png"
     before = src.read_bytes()
     code = main(["upscale", str(src), "-o", str(src), "--model", model_path])
-    assert code == 1
-    assert "refusing to overwrite" in capsys.readouterr().err
+    assert code == 2  # refused up front, before the model loads
+    assert "refusing to overwrite an input" in capsys.readouterr().err
     assert src.read_bytes() == before
 
 

@@ -136,7 +136,7 @@ def test_custom_class_save_and_load_roundtrip(tmp_path):
     model = ClassWrapper(TinyNet, widths=[2, 4], width_arg="nf", scale=2).eval()
     model.save(tmp_path / "m.safetensors")
     assert model.spec["backbone"].endswith(":TinyNet")
-    loaded = load_model(tmp_path / "m.safetensors", device="cpu")
+    loaded = load_model(tmp_path / "m.safetensors", device="cpu", trust_code=True)
     assert [type(b) for b in loaded.branches] == [TinyNet, TinyNet]
     with torch.no_grad():
         assert torch.allclose(model(patches(2))[0], loaded(patches(2))[0])

@@ -4,7 +4,7 @@ model, so that ``--router edge`` can route without the classifier (docs/performa
 from __future__ import annotations
 
 from classsr_core.commands.sweep import task_and_photos
-from classsr_core.commands.upscale import DEFAULT_MODEL
+from classsr_core.commands.upscale import DEFAULT_MODEL, add_trust_code
 
 
 def add_parser(sub):
@@ -29,6 +29,7 @@ def add_parser(sub):
         default=0.05,
         help="dB the default routing may lose against the widest branch on these photos",
     )
+    add_trust_code(p)
     return p
 
 
@@ -37,11 +38,16 @@ def run(args) -> int:
     import torch
 
     from classsr_core.checkpoint import load_model, save_model
+    from classsr_core.commands.outputs import check_outputs, model_files
     from classsr_core.edge_router import calibrate
     from classsr_core.errors import InputError
+    from classsr_core.imageio import list_images
     from classsr_core.tasks import degraded_pairs
 
-    model = load_model(args.model, device="cpu")
+    # Before any work: -o may be neither a photo nor the model it starts from.
+    inputs = list_images([args.folder]) + model_files(args.model)
+    check_outputs(inputs, [(args.output, "-o")], input_dirs=[args.folder])
+    model = load_model(args.model, device="cpu", trust_code=args.trust_code)
     meta = model.checkpoint_meta
     task, photos = task_and_photos(model, args.task, args.folder)
     if args.widths:

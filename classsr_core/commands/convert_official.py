@@ -22,8 +22,10 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    from classsr_core.commands.outputs import check_outputs
     from classsr_core.official import from_official
 
+    check_outputs([args.input], [(args.output, "OUT.safetensors")])  # before reading IN
     model = from_official(args.input, arch=args.arch)
     model.save(args.output)
     params = sum(p.numel() for p in model.parameters())

@@ -26,6 +26,6 @@ def run(args) -> int:
     from classsr_core.divide import divide
     from classsr_core.train_config import load_train_config
 
-    cfg = load_train_config(args.config, args.overrides)
+    cfg = load_train_config(args.config, args.overrides, trust_code=args.trust_code)
     divide(cfg, reference=args.reference, device=args.device, progress=not args.no_progress)
     return 0

@@ -26,4 +26,11 @@ def run(args) -> int:
         for kind in KINDS:
             if row[kind]:
                 print(f"    {kind}: {', '.join(row[kind])}")
+        for clash in row.get("clashes", []):
+            others = ", ".join(p for p in clash["plugins"] if p != row["name"])
+            print(
+                f"    CLASH: {clash['kind'][:-1]} {clash['name']!r} is also registered by "
+                f"{others}; commands that use it fail until one is blocked "
+                f"(CLASSSR_DISABLE_PLUGINS=<name>)"
+            )
     return 0

@@ -14,6 +14,12 @@ def add_config_args(p) -> None:
         help="override a config value, e.g. --set stages.joint.lr=1e-5 (repeatable)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="allow model.backbone (and divide.reference's file) to name module:ClassName, "
+        "which imports and runs that code; only for configs you trust (docs/safety.md)",
+    )
 
 
 def add_parser(sub):
@@ -33,7 +39,7 @@ def run(args) -> int:
     from classsr_core.data import prepare
     from classsr_core.train_config import load_train_config
 
-    cfg = load_train_config(args.config, args.overrides)
+    cfg = load_train_config(args.config, args.overrides, trust_code=args.trust_code)
     summary = prepare(cfg, progress=not args.no_progress)
     print(json.dumps(summary))
     return 0

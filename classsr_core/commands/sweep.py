@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from classsr_core.commands.upscale import DEFAULT_MODEL
+from classsr_core.commands.upscale import DEFAULT_MODEL, add_trust_code
 
 
 def add_parser(sub):
@@ -24,6 +24,7 @@ def add_parser(sub):
         default="classifier",
         help="route by the Class-Module or by the model's calibrated edge table",
     )
+    add_trust_code(p)
     return p
 
 
@@ -68,10 +69,18 @@ def task_and_photos(model, task_name: str | None, folder: str):
 
 def run(args) -> int:
     from classsr_core.checkpoint import load_model
+    from classsr_core.commands.outputs import check_outputs, model_files
+    from classsr_core.imageio import list_images
     from classsr_core.sweep import plot, run_sweep, write_csv
 
-    model = load_model(args.model, device="cpu")
-    o_model = load_model(args.o_model, device="cpu") if args.o_model else None
+    # Before any work: OUTPUT.csv / OUTPUT.png may be neither a photo nor a model file.
+    inputs = list_images([args.folder]) + model_files(args.model, args.o_model)
+    outputs = [(f"{args.output}.csv", "-o"), (f"{args.output}.png", "-o")]
+    check_outputs(inputs, outputs, input_dirs=[args.folder])
+    model = load_model(args.model, device="cpu", trust_code=args.trust_code)
+    o_model = (
+        load_model(args.o_model, device="cpu", trust_code=args.trust_code) if args.o_model else None
+    )
     task, images = task_and_photos(model, args.task, args.folder)
     rows = run_sweep(
         model, images, task, _budgets(args.budgets), o_model, mode=args.mode, router=args.router

@@ -35,7 +35,7 @@ def run(args) -> int:
     from classsr_core.train import train
     from classsr_core.train_config import load_train_config
 
-    cfg = load_train_config(args.config, args.overrides)
+    cfg = load_train_config(args.config, args.overrides, trust_code=args.trust_code)
     trainer = train(cfg, args.stage, resume=args.resume, progress=not args.no_progress)
     if trainer.ctx.is_main and trainer.results:
         print(f"final checkpoint: {trainer.results[-1].path}")
