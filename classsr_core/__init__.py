@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from classsr_core.hookspecs import hookimpl
+from classsr_core.plugins.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "ClassWrapper": "classsr_core.wrapper",
-    "ClassSRLoss": "classsr_core.losses",
-    "ClassModule": "classsr_core.classifier",
-    "load_model": "classsr_core.checkpoint",
-    "InferResult": "classsr_core.tiling",
-    "get_registry": "classsr_core.plugins",
+    "ClassWrapper": "classsr_core.model.wrapper",
+    "ClassSRLoss": "classsr_core.training.losses",
+    "ClassModule": "classsr_core.model.classifier",
+    "load_model": "classsr_core.model.loading",
+    "InferResult": "classsr_core.engine.result",
+    "get_registry": "classsr_core.plugins.registry",
 }
 
 __all__ = [
@@ -33,12 +33,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from classsr_core.checkpoint import load_model
-    from classsr_core.classifier import ClassModule
-    from classsr_core.losses import ClassSRLoss
-    from classsr_core.plugins import get_registry
-    from classsr_core.tiling import InferResult
-    from classsr_core.wrapper import ClassWrapper
+    from classsr_core.engine import InferResult
+    from classsr_core.model.classifier import ClassModule
+    from classsr_core.model.loading import load_model
+    from classsr_core.model.wrapper import ClassWrapper
+    from classsr_core.plugins.registry import get_registry
+    from classsr_core.training.losses import ClassSRLoss
 
 
 def __getattr__(name: str):

@@ -11,11 +11,11 @@ from classsr_plugins.backbones.carn import DIV2K_MEAN
 from classsr_plugins.backbones.fsrcnn import deconv_padding
 from torch import nn
 
+from classsr_core.analysis.flops import count_flops, count_params
 from classsr_core.cli import main
 from classsr_core.errors import InputError
-from classsr_core.flops import count_flops, count_params
-from classsr_core.plugins import lookup, resolve
-from classsr_core.wrapper import ClassWrapper
+from classsr_core.model.wrapper import ClassWrapper
+from classsr_core.plugins.registry import lookup, resolve
 
 PATCH = (1, 3, 32, 32)
 

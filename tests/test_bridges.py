@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from classsr_core.checkpoint import load_model
 from classsr_core.errors import InputError, PluginError
-from classsr_core.losses import ClassSRLoss
-from classsr_core.plugins import get_registry, resolve
-from classsr_core.wrapper import ClassWrapper
+from classsr_core.model.loading import load_model
+from classsr_core.model.wrapper import ClassWrapper
+from classsr_core.plugins.registry import get_registry, resolve
+from classsr_core.training.losses import ClassSRLoss
 
 
 def _train_step(model: ClassWrapper, size: int = 16, n: int = 4) -> None:
@@ -47,7 +47,7 @@ def _infer(model: ClassWrapper, h: int = 30, w: int = 26) -> None:
 def test_plugins_import_neither_basicsr_nor_timm():
     code = (
         "import sys\n"
-        "from classsr_core.plugins import get_registry\n"
+        "from classsr_core.plugins.registry import get_registry\n"
         "reg = get_registry()\n"
         "assert 'basicsr:' in reg.names('backbones') and 'timm:' in reg.names('classifiers')\n"
         "print(sorted(m for m in ('basicsr', 'timm') if m in sys.modules))\n"

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from classsr_core.budget import achievable_range, assign_budget
 from classsr_core.errors import InputError
+from classsr_core.routing.budget import achievable_range, assign_budget
 
 # true (fvcore) multiply-adds per 32x32 patch of ClassSR-FSRCNN and ClassSR-SRResNet
 COSTS = {
@@ -50,7 +50,7 @@ def test_out_of_range_budget_is_clamped_and_bad_budget_refused():
 
 
 def test_shortfall_utility_gives_a_sure_widest_patch_credit_for_the_middle_branch():
-    from classsr_core.budget import shortfall_utility
+    from classsr_core.routing.budget import shortfall_utility
 
     u = shortfall_utility(np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.2, 0.3, 0.5]]))
     np.testing.assert_allclose(u, [[-2, -1, 0], [0, 0, 0], [-1.3, -0.5, 0]])

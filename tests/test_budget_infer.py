@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from classsr_core.budget import achievable_range
 from classsr_core.errors import InputError
-from classsr_core.wrapper import ClassWrapper
+from classsr_core.model.wrapper import ClassWrapper
+from classsr_core.routing.budget import achievable_range
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,11 @@ import torch
 from PIL import Image as PILImage
 from PIL import ImageOps
 
-from classsr_core import checkpoint
-from classsr_core.checkpoint import save_model
 from classsr_core.cli import main
-from classsr_core.imageio import read_image, write_image
-from classsr_core.wrapper import ClassWrapper
+from classsr_core.io.images import read_image, write_image
+from classsr_core.model import loading as checkpoint
+from classsr_core.model.loading import save_model
+from classsr_core.model.wrapper import ClassWrapper
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from pydantic import Field
 
 from classsr_core.config import StrictModel, load_config, validate
 from classsr_core.errors import ConfigError
-from classsr_core.plugins import lookup
+from classsr_core.plugins.registry import lookup
 
 
 class Optim(StrictModel):
@@ -52,7 +52,7 @@ def test_every_example_training_config_validates():
     """The configs the docs tell users to run must at least load (no typos, no stale keys)."""
     from pathlib import Path
 
-    from classsr_core.train_config import load_train_config
+    from classsr_core.training.config import load_train_config
 
     root = Path(__file__).resolve().parents[1] / "examples" / "configs"
     paths = sorted(root.rglob("*.yaml"))

@@ -11,7 +11,8 @@ import torch
 from train_helpers import micro_config, photo, write_photos
 
 from classsr_core._basicsr import imresize, metrics
-from classsr_core.data import (
+from classsr_core.errors import ClassSRError, ConfigError, InputError
+from classsr_core.training.data import (
     PairDataset,
     ShardedBatchSampler,
     Store,
@@ -20,15 +21,14 @@ from classsr_core.data import (
     prepare,
     to_uint8,
 )
-from classsr_core.divide import divide, labels_for, psnr_batch, thresholds_for
-from classsr_core.errors import ClassSRError, ConfigError, InputError
+from classsr_core.training.divide import divide, labels_for, psnr_batch, thresholds_for
 
 
 def _mixed_folder(folder):
     """One image of every kind prepare must handle, plus a broken and a too-small one."""
     from PIL import Image
 
-    from classsr_core.imageio import write_image
+    from classsr_core.io.images import write_image
 
     folder.mkdir()
     Image.fromarray(photo(72, 88, 0)).save(folder / "a_rgb.png")
@@ -84,7 +84,7 @@ def test_prepare_handles_every_kind_and_skips_bad_files(tmp_path):
 
 
 def test_prepare_rerun_skips_done_and_resumes_after_interruption(tmp_path, monkeypatch):
-    import classsr_core.data as data
+    import classsr_core.training.data as data
 
     cfg = micro_config(tmp_path, write_photos(tmp_path / "hr", 3))
     real = data._make_item
@@ -206,7 +206,7 @@ def test_quantile_thresholds_and_labels():
 
 
 def test_divide_by_bicubic_and_by_a_reference_checkpoint(tmp_path, capsys):
-    from classsr_core.wrapper import ClassWrapper
+    from classsr_core.model.wrapper import ClassWrapper
 
     cfg = micro_config(tmp_path, write_photos(tmp_path / "hr", 3))
     prepare(cfg, progress=False)

@@ -11,9 +11,9 @@ import torch
 import torch.multiprocessing as mp
 from train_helpers import micro_config, write_photos
 
-from classsr_core.checkpoint import read_checkpoint
-from classsr_core.data import prepare
-from classsr_core.divide import divide
+from classsr_core.io.checkpoint import read_checkpoint
+from classsr_core.training.data import prepare
+from classsr_core.training.divide import divide
 
 
 def _free_port() -> int:
@@ -34,8 +34,8 @@ def _worker(rank: int, world: int, port: int, cfg_json: str, out: str) -> None:
             "LOCAL_WORLD_SIZE": str(world),
         }
     )
-    from classsr_core.train import train
-    from classsr_core.train_config import validate_train_config
+    from classsr_core.training.config import validate_train_config
+    from classsr_core.training.trainer import train
 
     cfg = validate_train_config(json.loads(cfg_json))
     trainer = train(cfg, "all", progress=False)

@@ -9,18 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from classsr_core.checkpoint import load_model
 from classsr_core.cli import main
-from classsr_core.edge_router import (
-    EDGE_MACS_PER_PIXEL,
-    LUMA,
-    EdgeTable,
-    calibrate,
-    edge_map,
-    patch_scores,
-)
 from classsr_core.errors import CheckpointError, InputError
-from classsr_core.wrapper import ClassWrapper
+from classsr_core.model.loading import load_model
+from classsr_core.model.wrapper import ClassWrapper
+from classsr_core.routing.calibration import calibrate
+from classsr_core.routing.edge import EDGE_MACS_PER_PIXEL, LUMA, EdgeTable, edge_map, patch_scores
 
 SKIP = {"skip": "bicubic"}  # FSRCNN width 0: the bicubic branch
 
@@ -216,7 +210,7 @@ def test_the_table_is_saved_with_the_model(model, table, tmp_path):
 def test_cli_calibrate_then_upscale_with_the_edge_router(tmp_path, capsys):
     from skimage import data
 
-    from classsr_core.imageio import Image, write_image
+    from classsr_core.io.images import Image, write_image
 
     photos = tmp_path / "photos"
     photos.mkdir()

@@ -108,8 +108,8 @@ def test_example_task_makes_inputs_and_validates_its_options(env):
     out = _python(
         """
         import numpy as np
-        from classsr_core.plugins import lookup
-        from classsr_core.train_config import validate_train_config
+        from classsr_core.plugins.registry import lookup
+        from classsr_core.training.config import validate_train_config
 
         task = lookup("tasks", "saltpepper").factory(amount=0.2)
         hr = np.full((100, 100, 3), 0.5, np.float32)

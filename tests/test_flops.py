@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from nets import TinyNet
 from torch import nn
 
-from classsr_core import flops as F_
+from classsr_core.analysis import flops as F_
+from classsr_core.analysis.flops import count_flops, count_params, flop_report, model_costs
 from classsr_core.cli import main
 from classsr_core.errors import InputError
-from classsr_core.flops import count_flops, count_params, flop_report, model_costs
-from classsr_core.wrapper import ClassWrapper
+from classsr_core.model.wrapper import ClassWrapper
 
 
 class Lambda(nn.Module):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from classsr_core import ClassSRLoss
-from classsr_core.losses import average_loss, class_loss
+from classsr_core.training.losses import average_loss, class_loss
 
 
 @pytest.mark.parametrize("m", [2, 3, 5])

@@ -17,11 +17,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from classsr_core.checkpoint import load_model
 from classsr_core.cli import main
 from classsr_core.errors import CheckpointError, InputError
-from classsr_core.official import ARCHS, from_official, to_official, to_ours
-from classsr_core.wrapper import ClassWrapper
+from classsr_core.io.official import ARCHS, to_official, to_ours
+from classsr_core.model.loading import from_official, load_model
+from classsr_core.model.wrapper import ClassWrapper
 
 REF = Path(__file__).resolve().parent / "data" / "official_state_dicts"
 FILES = {

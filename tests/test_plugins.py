@@ -11,14 +11,17 @@ import textwrap
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from pip_helpers import install_into
 from torch import nn
 
-from classsr_core import hookimpl, hookspecs
+from classsr_core import hookimpl
 from classsr_core.errors import PluginError
-from classsr_core.plugins import KINDS, Registry, get_registry, lookup, reset_registry
+from classsr_core.plugins import hookspecs
+from classsr_core.plugins import registry as registry_module
+from classsr_core.plugins.registry import KINDS, Registry, get_registry, lookup, reset_registry
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,6 +108,54 @@ def test_hook_classsr_register_classifiers():
     clf = lookup("classifiers", "classsr").factory(num_classes=3, in_channels=3, patch_size=32)
     assert sum(p.numel() for p in clf.parameters()) == 60035
     assert clf(torch.rand(2, 3, 32, 32)).shape == (2, 3)
+
+
+def test_hook_classsr_register_routers(monkeypatch):
+    from classsr_core import ClassWrapper
+    from classsr_core.routing.base import Router, Scores
+
+    class Cheapest(Router):
+        name = "cheapest"
+
+        def score(self, run):
+            n = run.num_patches
+            return Scores(torch.zeros(n, dtype=torch.long), np.zeros((n, 2)))
+
+    reg = Registry()
+    reg.load_entry_points()
+    reg.add_plugin(
+        _plugin(classsr_register_routers=lambda register: register("cheapest", Cheapest)), "r"
+    )
+    assert {"classifier", "edge", "cheapest"} <= set(reg.names("routers"))
+    monkeypatch.setattr(registry_module, "_registry", reg)
+    model = ClassWrapper("fsrcnn", widths=[8, 16], scale=2)
+    result = model.infer(torch.rand(1, 3, 20, 20), router="cheapest", patch_size=8, stride=8)
+    assert result.router == "cheapest" and result.class_counts == [9, 0]
+
+
+def test_hook_classsr_register_executors(monkeypatch):
+    from classsr_core import ClassWrapper
+    from classsr_core.execution.patches import PatchesExecutor
+
+    class Counting(PatchesExecutor):
+        name = "counting"
+        runs = 0
+
+        def execute(self, run, assign):
+            Counting.runs += 1
+            return super().execute(run, assign)
+
+    reg = Registry()
+    reg.load_entry_points()
+    reg.add_plugin(
+        _plugin(classsr_register_executors=lambda register: register("counting", Counting)), "e"
+    )
+    assert {"patches", "regions", "counting"} <= set(reg.names("executors"))
+    monkeypatch.setattr(registry_module, "_registry", reg)
+    model = ClassWrapper("fsrcnn", widths=[8, 16], scale=2)
+    x = torch.rand(1, 3, 20, 20)
+    a = model.infer(x, mode="counting").output
+    assert Counting.runs == 1 and torch.equal(a, model.infer(x, mode="patches").output)
 
 
 def test_duplicate_name_fails_only_its_lookups_and_names_both_plugins():

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from classsr_core.engine import infer, patch_grid
 from classsr_core.errors import InputError
-from classsr_core.regions import cell_bounds, merge_cells, receptive_radius
-from classsr_core.tiling import infer, patch_grid
-from classsr_core.wrapper import ClassWrapper
+from classsr_core.execution.regions import cell_bounds, merge_cells, receptive_radius
+from classsr_core.model.wrapper import ClassWrapper
 
 
 class Convs(nn.Module):

@@ -6,10 +6,10 @@ import pytest
 import torch
 from train_helpers import micro_config, write_photos
 
-from classsr_core.checkpoint import read_checkpoint
-from classsr_core.data import prepare
-from classsr_core.divide import divide
-from classsr_core.train import train
+from classsr_core.io.checkpoint import read_checkpoint
+from classsr_core.training.data import prepare
+from classsr_core.training.divide import divide
+from classsr_core.training.trainer import train
 
 # EMA, warm-up and a cosine restart in every stage: all of their state must survive.
 STAGE = {"ema_decay": 0.9, "warmup": 2, "lr_cycles": 2, "iterations": 8, "save_every": 2}

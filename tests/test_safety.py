@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from classsr_core import ClassWrapper, load_model
 from classsr_core.errors import CheckpointError, ConfigError, InputError, UntrustedCodeError
-from classsr_core.train_config import validate_train_config
+from classsr_core.training.config import validate_train_config
 
 
 def _crafted(path: Path, marker: Path, **spec_extra) -> Path:

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from classsr_core.checkpoint import load_model
 from classsr_core.errors import InputError
-from classsr_core.wrapper import ClassWrapper
+from classsr_core.model.loading import load_model
+from classsr_core.model.wrapper import ClassWrapper
 
 
 def _params(module):
@@ -59,7 +59,7 @@ def test_explicit_branches_cannot_share():
 
 
 def test_flops_of_a_shared_branch_equal_the_separate_branch():
-    from classsr_core.flops import count_flops
+    from classsr_core.analysis.flops import count_flops
 
     shared = ClassWrapper("fsrcnn", widths=[8, 16], scale=2, shared_weights=True)
     separate = ClassWrapper("fsrcnn", widths=[8, 16], scale=2)
@@ -71,7 +71,7 @@ def test_flops_of_a_shared_branch_equal_the_separate_branch():
 
 @pytest.mark.parametrize("backbone", ["fsrcnn", "srresnet"])
 def test_cut_widths_keeps_every_width_it_shares(backbone):
-    from classsr_core.shared import cut_widths
+    from classsr_core.model.loading import cut_widths
 
     kwargs = {"backbone_kwargs": {"nb": 2}} if backbone == "srresnet" else {}
     torch.manual_seed(0)
@@ -91,7 +91,7 @@ def test_cut_widths_keeps_every_width_it_shares(backbone):
 
 
 def test_cut_widths_needs_a_supernet_and_widths_inside_it():
-    from classsr_core.shared import cut_widths
+    from classsr_core.model.loading import cut_widths
 
     separate = ClassWrapper("fsrcnn", widths=[8, 16], scale=2)
     with pytest.raises(InputError, match="shared-weight"):

@@ -9,10 +9,10 @@ import pytest
 import torch
 from train_helpers import micro_config, write_photos
 
-from classsr_core.checkpoint import read_checkpoint
-from classsr_core.data import ShardedBatchSampler, WidthSampler, prepare, width_at
-from classsr_core.divide import divide
-from classsr_core.train import train
+from classsr_core.io.checkpoint import read_checkpoint
+from classsr_core.training.data import ShardedBatchSampler, WidthSampler, prepare, width_at
+from classsr_core.training.divide import divide
+from classsr_core.training.trainer import train
 
 
 def test_width_schedule_visits_every_width_once_per_block():
@@ -75,7 +75,7 @@ def test_one_run_trains_every_width_of_the_supernet(shared_run):
 
     fresh = config("fresh")
     torch.manual_seed(fresh.seed)
-    from classsr_core.wrapper import ClassWrapper
+    from classsr_core.model.wrapper import ClassWrapper
 
     init = ClassWrapper(scale=2, **fresh.model.wrapper_kwargs()).state_dict()
     first = "branches.2.head_conv.0.weight"

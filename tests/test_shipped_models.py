@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from classsr_core._basicsr import imresize
-from classsr_core.checkpoint import load_model, read_checkpoint, shipped_models
-from classsr_core.plugins import lookup
+from classsr_core.model.loading import load_model, read_checkpoint, shipped_models
+from classsr_core.plugins.registry import lookup
 
 NAMES = sorted(shipped_models())
 

@@ -8,7 +8,7 @@ from nets import TinyNet
 from torch import nn
 
 from classsr_core.errors import InputError
-from classsr_core.wrapper import ClassWrapper
+from classsr_core.model.wrapper import ClassWrapper
 
 
 class DtypeRecorder(nn.Module):

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from classsr_core.cli import main
-from classsr_core.wrapper import ClassWrapper
+from classsr_core.model.wrapper import ClassWrapper
 
 
 def test_sweep_writes_csv_and_plot(tmp_path, capsys):
@@ -55,8 +55,8 @@ def test_photos_are_degraded_by_the_task_the_checkpoint_was_trained_for(tmp_path
 
     from classsr_core.commands.sweep import task_and_photos
     from classsr_core.errors import InputError
-    from classsr_core.imageio import Image as Photo
-    from classsr_core.imageio import write_image
+    from classsr_core.io.images import Image as Photo
+    from classsr_core.io.images import write_image
 
     write_image(tmp_path / "a.png", Photo(np.full((8, 8, 3), 0.5, np.float32), None, False, 255))
     trained = {"config": {"task": {"name": "denoise", "sigma": 10.0}}}

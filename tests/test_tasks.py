@@ -18,8 +18,8 @@ from torch import nn
 
 from classsr_core import ClassWrapper
 from classsr_core.errors import ConfigError, InputError
-from classsr_core.plugins import get_registry, lookup, resolve
-from classsr_core.train_config import validate_train_config
+from classsr_core.plugins.registry import get_registry, lookup, resolve
+from classsr_core.training.config import validate_train_config
 
 
 def _photo(h: int = 96, w: int = 128) -> np.ndarray:
@@ -281,9 +281,9 @@ def test_sr_backbones_also_run_at_scale_1(name, kwargs):
 @pytest.mark.slow
 def test_scale1_tasks_through_prepare_divide_train_and_infer(tmp_path):
     from classsr_core import load_model
-    from classsr_core.data import Store, prepare
-    from classsr_core.divide import divide
-    from classsr_core.train import train
+    from classsr_core.training.data import Store, prepare
+    from classsr_core.training.divide import divide
+    from classsr_core.training.trainer import train
 
     def config(task: dict, out: str):
         stage = {"iterations": 2, "batch_size": 4, "lr": 1e-3, "log_every": 1}
@@ -326,7 +326,7 @@ def test_scale1_tasks_through_prepare_divide_train_and_infer(tmp_path):
     result = model.infer(x)
     assert result.output.shape == x.shape and sum(result.class_counts) == result.class_map.size
     # what was spent: the classifier on every patch plus each patch's own branch
-    from classsr_core.flops import model_costs
+    from classsr_core.analysis.flops import model_costs
 
     costs = model_costs(model)
     n = sum(result.class_counts)

@@ -13,9 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from classsr_core.engine import default_batch_size, infer, patch_grid
 from classsr_core.errors import InputError
-from classsr_core.tiling import _window, assign_classes, default_batch_size, infer, patch_grid
-from classsr_core.wrapper import ClassWrapper
+from classsr_core.execution.patches import _window
+from classsr_core.model.wrapper import ClassWrapper
+from classsr_core.routing.policies import assign_classes
 
 
 @pytest.fixture(autouse=True, scope="module")

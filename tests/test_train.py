@@ -10,12 +10,12 @@ import pytest
 import torch
 from train_helpers import micro_config, write_photos
 
-from classsr_core.checkpoint import load_model, read_checkpoint
 from classsr_core.cli import main
-from classsr_core.data import PairDataset, Store
 from classsr_core.errors import ClassSRError, ConfigError
-from classsr_core.train import train
-from classsr_core.train_config import validate_train_config
+from classsr_core.model.loading import load_model, read_checkpoint
+from classsr_core.training.config import validate_train_config
+from classsr_core.training.data import PairDataset, Store
+from classsr_core.training.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,7 +86,7 @@ def test_a_parameter_free_branch_is_skipped_in_stage_one(tmp_path, photos, capsy
 
 def _fresh_state(cfg):
     """The weights stage 1 starts from (same seed as the trainer)."""
-    from classsr_core.wrapper import ClassWrapper
+    from classsr_core.model.wrapper import ClassWrapper
 
     torch.manual_seed(cfg.seed)
     return ClassWrapper(scale=2, **cfg.model.wrapper_kwargs()).state_dict()
@@ -137,7 +137,7 @@ def test_each_branch_sees_only_its_class_and_stage_two_freezes_them(tmp_path, ph
 
 def _fresh_state(cfg):
     """The weights stage 1 starts from (same seed as the trainer)."""
-    from classsr_core.wrapper import ClassWrapper
+    from classsr_core.model.wrapper import ClassWrapper
 
     torch.manual_seed(cfg.seed)
     return ClassWrapper(scale=2, **cfg.model.wrapper_kwargs()).state_dict()

@@ -10,8 +10,8 @@ import torch
 from PIL import Image as PILImage
 
 from classsr_core.cli import main
-from classsr_core.imageio import read_image, write_image
-from classsr_core.wrapper import ClassWrapper
+from classsr_core.io.images import read_image, write_image
+from classsr_core.model.wrapper import ClassWrapper
 
 
 @pytest.fixture(scope="module")

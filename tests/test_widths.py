@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from classsr_core.analysis.widths import efficient_widths, measure_widths, snap_widths
 from classsr_core.cli import main
 from classsr_core.errors import InputError
-from classsr_core.widths import efficient_widths, measure_widths, snap_widths
 
 
 def test_snap_rounds_to_the_step_and_keeps_branches_distinct():
@@ -44,9 +44,9 @@ def test_measure_and_the_command(capsys):
 
 
 def test_aligned_width_generator_builds_snapped_branches_and_saves(tmp_path):
-    from classsr_core.checkpoint import load_model
     from classsr_core.errors import PluginError
-    from classsr_core.wrapper import ClassWrapper
+    from classsr_core.model.loading import load_model
+    from classsr_core.model.wrapper import ClassWrapper
 
     model = ClassWrapper("fsrcnn", widths=[20, 36, 56], scale=2, generator="aligned_width")
     assert [b.head_conv[0].out_channels for b in model.branches] == [16, 32, 64]

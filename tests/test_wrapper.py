@@ -7,10 +7,10 @@ import torch
 from nets import TinyNet
 from torch import nn
 
-from classsr_core.checkpoint import load_model
-from classsr_core.classifier import ClassModule
 from classsr_core.errors import CheckpointError, InputError
-from classsr_core.wrapper import ClassWrapper
+from classsr_core.model.classifier import ClassModule
+from classsr_core.model.loading import load_model
+from classsr_core.model.wrapper import ClassWrapper
 
 
 class AlwaysX2(nn.Module):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classsr_core.train_config import STAGES, TrainConfig, validate_train_config
+from classsr_core.training.config import STAGES, TrainConfig, validate_train_config
 
 
 def photo(h: int, w: int, seed: int) -> np.ndarray:

@@ -3,8 +3,9 @@ model, so that ``--router edge`` can route without the classifier (docs/performa
 
 from __future__ import annotations
 
+from classsr_core.commands.options import add_trust_code
 from classsr_core.commands.sweep import task_and_photos
-from classsr_core.commands.upscale import DEFAULT_MODEL, add_trust_code
+from classsr_core.commands.upscale import DEFAULT_MODEL
 
 
 def add_parser(sub):
@@ -37,11 +38,11 @@ def run(args) -> int:
     import numpy as np
     import torch
 
-    from classsr_core.checkpoint import load_model, save_model
     from classsr_core.commands.outputs import check_outputs, model_files
-    from classsr_core.edge_router import calibrate
     from classsr_core.errors import InputError
-    from classsr_core.imageio import list_images
+    from classsr_core.io.images import list_images
+    from classsr_core.model.loading import load_model, save_model
+    from classsr_core.routing.calibration import calibrate
     from classsr_core.tasks import degraded_pairs
 
     # Before any work: -o may be neither a photo nor the model it starts from.
@@ -51,7 +52,7 @@ def run(args) -> int:
     meta = model.checkpoint_meta
     task, photos = task_and_photos(model, args.task, args.folder)
     if args.widths:
-        from classsr_core.shared import cut_widths
+        from classsr_core.model.loading import cut_widths
 
         try:
             widths = [int(w) for w in args.widths.split(",")]

@@ -23,7 +23,7 @@ def add_parser(sub):
 
 def run(args) -> int:
     from classsr_core.commands.outputs import check_outputs
-    from classsr_core.official import from_official
+    from classsr_core.model.loading import from_official
 
     check_outputs([args.input], [(args.output, "OUT.safetensors")])  # before reading IN
     model = from_official(args.input, arch=args.arch)

@@ -23,8 +23,8 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from classsr_core.divide import divide
-    from classsr_core.train_config import load_train_config
+    from classsr_core.training.config import load_train_config
+    from classsr_core.training.divide import divide
 
     cfg = load_train_config(args.config, args.overrides, trust_code=args.trust_code)
     divide(cfg, reference=args.reference, device=args.device, progress=not args.no_progress)

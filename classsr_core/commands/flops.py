@@ -36,8 +36,8 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from classsr_core.flops import model_costs
-    from classsr_core.wrapper import ClassWrapper
+    from classsr_core.analysis.flops import model_costs
+    from classsr_core.model.wrapper import ClassWrapper
 
     if args.widths is None and args.depths is None:
         raise InputError("give --widths (e.g. 16,36,56) and/or --depths")

@@ -12,7 +12,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from classsr_core.checkpoint import read_checkpoint, shipped_models
+    from classsr_core.io.checkpoint import read_checkpoint, shipped_models
 
     rows = []
     for name, path in shipped_models().items():

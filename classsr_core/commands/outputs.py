@@ -34,7 +34,7 @@ def check_outputs(
     no image may be written into one, because the next run over that folder would take it
     for an input (and an output named like an input would replace it).
     """
-    from classsr_core.imageio import IMAGE_SUFFIXES
+    from classsr_core.io.images import IMAGE_SUFFIXES
 
     by_input = {_resolve(p): Path(p) for p in inputs}
     dirs = {_resolve(d) for d in input_dirs}
@@ -83,7 +83,7 @@ def refuse_existing(paths: Sequence[Path]) -> None:
 def model_files(*names: str | None) -> list[Path]:
     """The files behind ``--model``-style arguments (a path, or a shipped model's name), so
     that a command may list them among its inputs."""
-    from classsr_core.checkpoint import shipped_models
+    from classsr_core.io.checkpoint import shipped_models
 
     files = []
     for name in names:

@@ -12,7 +12,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from classsr_core.plugins import KINDS, get_registry
+    from classsr_core.plugins.registry import KINDS, get_registry
 
     rows = get_registry().describe()
     if args.json:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from classsr_core.commands.upscale import DEFAULT_MODEL, add_trust_code
+from classsr_core.commands.options import add_engine_options, add_trust_code
+from classsr_core.commands.upscale import DEFAULT_MODEL
 
 
 def add_parser(sub):
@@ -15,15 +16,7 @@ def add_parser(sub):
     )
     p.add_argument("--budgets", default="0.5:1.0:0.05", help="START:STOP:STEP or a,b,c")
     p.add_argument("-o", "--output", default="sweep", help="writes OUTPUT.csv and OUTPUT.png")
-    p.add_argument(
-        "--mode", choices=("patches", "regions"), default="patches", help="the engine's mode"
-    )
-    p.add_argument(
-        "--router",
-        choices=("classifier", "edge"),
-        default="classifier",
-        help="route by the Class-Module or by the model's calibrated edge table",
-    )
+    add_engine_options(p)
     add_trust_code(p)
     return p
 
@@ -48,8 +41,8 @@ def task_and_photos(model, task_name: str | None, folder: str):
     its defaults, else the one the checkpoint was trained for (with its settings, e.g. the
     noise level), else sr at the model's scale."""
     from classsr_core.errors import InputError
-    from classsr_core.imageio import list_images, read_image
-    from classsr_core.plugins import lookup
+    from classsr_core.io.images import list_images, read_image
+    from classsr_core.plugins.registry import lookup
 
     trained = ((getattr(model, "checkpoint_meta", None) or {}).get("config") or {}).get("task")
     if task_name is None and trained:
@@ -68,10 +61,10 @@ def task_and_photos(model, task_name: str | None, folder: str):
 
 
 def run(args) -> int:
-    from classsr_core.checkpoint import load_model
+    from classsr_core.analysis.sweep import plot, run_sweep, write_csv
     from classsr_core.commands.outputs import check_outputs, model_files
-    from classsr_core.imageio import list_images
-    from classsr_core.sweep import plot, run_sweep, write_csv
+    from classsr_core.io.images import list_images
+    from classsr_core.model.loading import load_model
 
     # Before any work: OUTPUT.csv / OUTPUT.png may be neither a photo nor a model file.
     inputs = list_images([args.folder]) + model_files(args.model, args.o_model)

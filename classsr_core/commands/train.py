@@ -32,8 +32,8 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from classsr_core.train import train
-    from classsr_core.train_config import load_train_config
+    from classsr_core.training.config import load_train_config
+    from classsr_core.training.trainer import train
 
     cfg = load_train_config(args.config, args.overrides, trust_code=args.trust_code)
     trainer = train(cfg, args.stage, resume=args.resume, progress=not args.no_progress)

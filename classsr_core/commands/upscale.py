@@ -9,66 +9,26 @@ every output is written atomically.
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
+
+from classsr_core.commands.options import (
+    add_engine_options,
+    add_trust_code,
+    budget_arg,
+    device_arg,
+    pixels_arg,
+)
 
 # The best shipped ClassSR model on the validation photos (docs/model-zoo.md): the paper's
 # widths with weight-sharing branches.
 DEFAULT_MODEL = "classsr-fsrcnn-x4-shared"
 
-TRUST_CODE_HELP = (
-    "allow the model file to name a backbone as module:qualname, which imports and runs that "
-    "code; only for files you trust (docs/safety.md)"
-)
-
-
-def add_trust_code(p: argparse.ArgumentParser) -> None:
-    """``--trust-code``, shared by every command that loads a model file."""
-    p.add_argument("--trust-code", action="store_true", help=TRUST_CODE_HELP)
-
-
-def budget_arg(text: str) -> float:
-    """``--budget``: a fraction in (0, 1], checked once by argparse, not once per image."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and 0 < value <= 1):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a FLOPs fraction; give a number in (0, 1], e.g. 0.7"
-        )
-    return value
-
-
-def device_arg(text: str) -> str:
-    """``--device``: a device this machine has, checked before the model loads."""
-    from classsr_core.device import check_device
-    from classsr_core.errors import InputError
-
-    try:
-        check_device(text)
-    except InputError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
-def pixels_arg(text: str) -> int:
-    """``--max-pixels``: a pixel count (``_`` and ``e`` notation welcome); 0: no limit."""
-    try:
-        value = float(text.replace("_", ""))
-    except ValueError:
-        value = -1.0
-    if not (math.isfinite(value) and value >= 0 and value == int(value)):
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of pixels, 0: no limit")
-    return int(value)
-
 
 def _add_common(p):
-    from classsr_core.imageio import MAX_PIXELS
+    from classsr_core.io.images import MAX_PIXELS
 
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     p.add_argument("-o", "--output", required=True, help="output folder (or file, for one input)")
@@ -78,21 +38,8 @@ def _add_common(p):
     p.add_argument("--patch", type=int, default=None, help="patch size (default: the model's)")
     p.add_argument("--stride", type=int, default=None, help="stride (default: the model's)")
     p.add_argument("--batch-size", type=int, default=None, help="patches per branch call")
-    p.add_argument(
-        "--mode",
-        choices=("patches", "regions"),
-        default="patches",
-        help="patches: the paper's overlapping patches; regions: same-class patches merged "
-        "into tiles with a halo (faster, no seams; docs/performance.md)",
-    )
+    add_engine_options(p)
     p.add_argument("--halo", type=int, default=None, help="regions: LR context pixels")
-    p.add_argument(
-        "--router",
-        choices=("classifier", "edge"),
-        default="classifier",
-        help="classifier: the Class-Module (the paper); edge: the model's calibrated edge "
-        "table, no classifier runs (`classsr calibrate`; docs/performance.md)",
-    )
     p.add_argument("--amp", choices=("fp16", "bf16"), default=None, help="autocast (GPUs)")
     p.add_argument(
         "--device", type=device_arg, default=None, help="cpu, cuda, cuda:N, mps (default: best)"
@@ -130,7 +77,7 @@ def add_run_parser(sub):
 
 
 def _output_path(src: Path, out: Path, single: bool, scale: int) -> Path:
-    from classsr_core.imageio import IMAGE_SUFFIXES
+    from classsr_core.io.images import IMAGE_SUFFIXES
 
     if single and out.suffix.lower() in IMAGE_SUFFIXES:
         return out
@@ -151,7 +98,7 @@ def read_meta(name_or_path: str) -> dict[str, Any] | None:
     no classsr checkpoint (``load_model`` then says why)."""
     from safetensors import safe_open
 
-    from classsr_core.checkpoint import FORMAT, shipped_models
+    from classsr_core.io.checkpoint import FORMAT, shipped_models
 
     path = Path(name_or_path)
     if not path.is_file():
@@ -203,12 +150,12 @@ def process(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from classsr_core.checkpoint import load_model
+    from classsr_core.analysis.visualize import result_overlay
     from classsr_core.commands.outputs import existing, refuse_existing
+    from classsr_core.engine import check_router
     from classsr_core.errors import ClassSRError
-    from classsr_core.imageio import Image, list_images, read_image, resize_alpha, write_image
-    from classsr_core.tiling import check_router
-    from classsr_core.visualize import result_overlay
+    from classsr_core.io.images import Image, list_images, read_image, resize_alpha, write_image
+    from classsr_core.model.loading import load_model
 
     def load():
         return load_model(args.model, device=args.device, trust_code=args.trust_code)

@@ -1,5 +1,5 @@
 """``classsr widths``: time a backbone at many widths on this device and suggest branch
-widths that turn saved FLOPs into saved time (see :mod:`classsr_core.widths`)."""
+widths that turn saved FLOPs into saved time (see :mod:`classsr_core.analysis.widths`)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def add_parser(sub):
 def run(args) -> int:
     import torch
 
-    from classsr_core.widths import efficient_widths, measure_widths, snap_widths
+    from classsr_core.analysis.widths import efficient_widths, measure_widths, snap_widths
 
     if args.step < 1 or args.reps < 1:
         raise InputError("--step and --reps must be positive")

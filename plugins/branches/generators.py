@@ -25,7 +25,7 @@ def aligned_width(values, width_arg=None, depth_arg=None) -> list[dict]:
     most GPU convolution kernels): ``[36, 52, 64]`` -> widths 32 / 48 / 64. Widths off the
     blocks save FLOPs but little time (docs/performance.md; ``classsr widths`` measures
     other devices)."""
-    from classsr_core.widths import snap_widths
+    from classsr_core.analysis.widths import snap_widths
 
     return width(snap_widths([int(v) for v in values], 16), width_arg, depth_arg)
 

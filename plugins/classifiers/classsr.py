@@ -6,7 +6,7 @@ from classsr_core import hookimpl
 
 
 def make_classsr_classifier(num_classes: int, in_channels: int = 3, patch_size: int = 32, **kw):
-    from classsr_core.classifier import ClassModule
+    from classsr_core.model.classifier import ClassModule
 
     if patch_size < 4:
         raise ValueError(f"the Class-Module needs patches of at least 4x4, got {patch_size}")

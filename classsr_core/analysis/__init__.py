@@ -1,0 +1,1 @@
+"""Measuring: FLOPs, widths for the hardware, budget sweeps, pictures."""

@@ -1,0 +1,117 @@
+"""PSNR against FLOPs over a range of budgets: the trade-off curve of one trained model.
+
+For every clean image in a folder, the model's task makes the degraded input; the model
+then runs with argmax routing and at each budget, and the optional -O model once. Rows
+are averaged over the images and written as CSV and as a PNG plot (drawn with Pillow, no
+plotting library needed).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from classsr_core.io.atomic import atomic_path
+from classsr_core.tasks import degraded_pairs
+
+
+@dataclass
+class SweepRow:
+    label: str  # "budget", "argmax" (classifier) or "price" (edge table) without one, "-O"
+    budget: float | None
+    flops_fraction: float  # mean over images (true multiply-adds, classifier included)
+    psnr: float  # mean over images
+
+
+def run_sweep(
+    model,
+    images: list[np.ndarray],
+    task,
+    budgets,
+    o_model=None,
+    mode: str = "patches",
+    router: str | None = None,
+) -> list[SweepRow]:
+    """``images``: clean HWC float32 arrays in [0, 1]. ``mode``: the engine's (in
+    "regions" fractions are of the widest branch on the whole image, for -O too).
+    ``router``: a registered router (default: the model's own); the -O model has none."""
+    pairs = degraded_pairs(task, images)
+    router = router or getattr(model, "default_router", None) or "classifier"
+
+    def measure(m, budget):
+        psnrs, fracs = [], []
+        for clean, x in pairs:
+            options = {"router": router} if m is model else {}
+            res = m.infer(x, budget=budget, mode=mode, **options)
+            psnrs.append(task.score(res.output[0].permute(1, 2, 0).numpy(), clean)["psnr"])
+            fracs.append(res.flops_fraction)
+        return float(np.mean(fracs)), float(np.mean(psnrs))
+
+    # No budget: argmax of the classifier, or the edge table's calibrated price.
+    rows = [SweepRow("argmax" if router == "classifier" else "price", None, *measure(model, None))]
+    rows += [SweepRow("budget", float(b), *measure(model, float(b))) for b in budgets]
+    if o_model is not None:
+        rows.append(SweepRow("-O", None, *measure(o_model, None)))
+    return rows
+
+
+def write_csv(rows: list[SweepRow], path: str | Path) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["label", "budget", "flops_fraction", "psnr"])
+        for r in rows:
+            w.writerow(
+                [
+                    r.label,
+                    "" if r.budget is None else f"{r.budget:.4f}",
+                    f"{r.flops_fraction:.4f}",
+                    f"{r.psnr:.4f}",
+                ]
+            )
+
+
+def plot(rows: list[SweepRow], path: str | Path, title: str = "") -> None:
+    """PSNR (y) against FLOPs fraction (x): the budget curve, argmax and -O marked."""
+    from PIL import Image, ImageDraw
+
+    w, h, m = 640, 420, 60
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    xs = [r.flops_fraction for r in rows]
+    ys = [r.psnr for r in rows]
+    x0, x1 = min(xs) - 0.02, max(xs) + 0.02
+    y0, y1 = min(ys) - 0.05, max(ys) + 0.05
+
+    def px(x, y):
+        return (m + (x - x0) / (x1 - x0) * (w - 2 * m), h - m - (y - y0) / (y1 - y0) * (h - 2 * m))
+
+    d.rectangle([m, m, w - m, h - m], outline="black")
+    for k in range(5):  # ticks
+        xv = x0 + k * (x1 - x0) / 4
+        yv = y0 + k * (y1 - y0) / 4
+        d.text((px(xv, y0)[0] - 12, h - m + 6), f"{xv:.2f}", fill="black")
+        d.text((6, px(x0, yv)[1] - 6), f"{yv:.2f}", fill="black")
+    d.text((w / 2 - 90, h - 22), "FLOPs fraction of the widest branch", fill="black")
+    d.text((6, 10), f"PSNR (dB)  {title}", fill="black")
+    curve = sorted((r for r in rows if r.label == "budget"), key=lambda r: r.flops_fraction)
+    if len(curve) > 1:
+        d.line([px(r.flops_fraction, r.psnr) for r in curve], fill=(40, 90, 200), width=2)
+    for r in curve:
+        cx, cy = px(r.flops_fraction, r.psnr)
+        d.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=(40, 90, 200))
+    marks = {
+        "argmax": ((220, 60, 40), "argmax"),
+        "price": ((220, 60, 40), "edge table's price"),
+        "-O": ((30, 150, 60), "-O network"),
+    }
+    for r in rows:
+        if r.label in marks:
+            colour, name = marks[r.label]
+            cx, cy = px(r.flops_fraction, r.psnr)
+            d.rectangle([cx - 5, cy - 5, cx + 5, cy + 5], fill=colour)
+            d.text((cx + 8, cy - 6), name, fill=colour)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")

@@ -1,0 +1,91 @@
+"""Options shared by the commands, validated once by argparse (exit 2, one clear line)
+before any model loads."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+TRUST_CODE_HELP = (
+    "allow the model file to name a backbone as module:qualname, which imports and runs that "
+    "code; only for files you trust (docs/safety.md)"
+)
+
+
+def add_trust_code(p: argparse.ArgumentParser) -> None:
+    """``--trust-code``, shared by every command that loads a model file."""
+    p.add_argument("--trust-code", action="store_true", help=TRUST_CODE_HELP)
+
+
+def budget_arg(text: str) -> float:
+    """``--budget``: a fraction in (0, 1], checked once by argparse, not once per image."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a FLOPs fraction; give a number in (0, 1], e.g. 0.7"
+        )
+    return value
+
+
+def device_arg(text: str) -> str:
+    """``--device``: a device this machine has, checked before the model loads."""
+    from classsr_core.device import check_device
+    from classsr_core.errors import InputError
+
+    try:
+        check_device(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def pixels_arg(text: str) -> int:
+    """``--max-pixels``: a pixel count (``_`` and ``e`` notation welcome); 0: no limit."""
+    try:
+        value = float(text.replace("_", ""))
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0 and value == int(value)):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of pixels, 0: no limit")
+    return int(value)
+
+
+def plugin_arg(kind: str, what: str):
+    """An argparse ``type`` accepting the names registered for ``kind`` (``routers``,
+    ``executors``): the choices come from the registry, so a plugin's router or mode is a
+    valid value with no change here. The registry loads only when the flag is given."""
+
+    def check(text: str) -> str:
+        from classsr_core.plugins import get_registry
+
+        names = get_registry().names(kind)
+        if text not in names:
+            raise argparse.ArgumentTypeError(
+                f"unknown {what} {text!r}; registered: {', '.join(names)} (see `classsr plugins`)"
+            )
+        return text
+
+    check.__name__ = what  # argparse names the type in its messages
+    return check
+
+
+def add_engine_options(p: argparse.ArgumentParser, default_mode: str = "patches") -> None:
+    """``--mode`` and ``--router``: the engine's executor and router, any registered one."""
+    p.add_argument(
+        "--mode",
+        type=plugin_arg("executors", "mode"),
+        default=default_mode,
+        help="a registered executor: patches (the paper's overlapping patches) or regions "
+        "(same-class patches merged into tiles with a halo: faster, no seams; "
+        "docs/performance.md), or a plugin's",
+    )
+    p.add_argument(
+        "--router",
+        type=plugin_arg("routers", "router"),
+        default=None,
+        help="a registered router: classifier (the Class-Module, the paper), edge (the "
+        "model's calibrated edge table), or a plugin's; default: the model's own",
+    )

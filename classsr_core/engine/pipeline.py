@@ -1,0 +1,239 @@
+"""The tile engine: one image through grid -> router -> policy -> executor -> result.
+
+Each arrow is one small interface: a :class:`~classsr_core.routing.base.Router` scores the
+patches, a policy (:mod:`classsr_core.routing.policies`) picks a class per patch, an
+:class:`~classsr_core.execution.base.Executor` runs the branches and stitches. Routers and
+executors are plugin kinds looked up by name, so a new one needs no edit here. Classes,
+FLOPs and time are counted on the way, not estimated afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from classsr_core.analysis.flops import count_flops
+from classsr_core.engine.convert import from_tensor, model_device, model_dtype, to_tensor
+from classsr_core.engine.costs import PatchCosts
+from classsr_core.engine.grid import check_classes, pad_to, patch_grid
+from classsr_core.engine.result import InferResult
+from classsr_core.engine.run import Run
+from classsr_core.errors import InputError, PluginError
+from classsr_core.execution.base import Executor
+from classsr_core.plugins import get_registry, lookup
+from classsr_core.routing.base import Router
+from classsr_core.routing.policies import choose
+
+AMP = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+# Patches per branch call when the caller gives none, by device type and the branch's
+# multiply-adds per patch: (threshold, batch below it, batch at or above it). On CPU small
+# batches keep a heavy branch's activations in cache and are faster per patch (SRResNet and
+# CARN-M: batch 4 beats 16 and 64) while a light branch gains from amortising per-call
+# overhead (FSRCNN: 64 beats 16 and 4); measured in docs/performance.md. GPUs need large
+# batches to fill up (not measured here).
+_DEFAULT_BATCH = {
+    "cpu": (1e8, 64, 4),
+    "cuda": (1e9, 256, 64),
+    "mps": (1e9, 64, 16),
+}
+
+
+def infer(
+    model,
+    image,
+    *,
+    patch_size: int | None = None,
+    stride: int | None = None,
+    batch_size: int | None = None,
+    blend: str = "mean",
+    budget: float | None = None,
+    device: str | torch.device | None = None,
+    classes=None,
+    mode: str = "patches",
+    halo: int | None = None,
+    max_cells: int | None = None,
+    amp: str | None = None,
+    router: str | None = "classifier",
+) -> InferResult:
+    """Run a whole image through ``model`` (a :class:`~classsr_core.model.ClassWrapper`).
+
+    Args:
+        image: float tensor ``(1, C, H, W)`` or ``(C, H, W)`` in [0, 1], or a uint8 numpy
+            array ``(H, W, C)`` / ``(H, W)``. The output is of the same kind, ``scale`` x
+            larger: a uint8 array in gives a uint8 array out (rounded and clipped); a float
+            tensor in gives a float tensor out, raw (not clipped to [0, 1]).
+        patch_size, stride: LR tiling; default the model's (32 / 28; in "regions" the stride
+            defaults to the patch size).
+        batch_size: patches per branch call (the classifier takes at least 128); default
+            per device type and branch cost (:func:`default_batch_size`).
+        blend: ``"patches"`` only: ``"mean"`` (average over overlaps) or ``"window"``.
+        budget: target FLOPs as a fraction of the widest branch on the same tiling
+            (true multiply-adds, routing included); every image lands within about a
+            patch's cost step of it. ``None``: the router's own routing.
+        device: where to run; default where the model's parameters are. A given device
+            moves the model there.
+        classes: force the routing: one class per patch, shape ``(rows, cols)`` or
+            ``(rows * cols,)`` of :func:`~classsr_core.engine.grid.patch_grid`. The router
+            still runs (its scores are returned and its cost counted).
+        mode: a registered executor (``classsr plugins``): ``"patches"`` runs every patch
+            on its own and averages the overlaps (the paper); ``"regions"`` merges
+            neighbouring patches of the same class into tiles with a halo and writes each
+            output pixel once (then ``flops_fraction`` is relative to the widest branch on
+            the whole image).
+        halo: "regions" only: LR pixels of context around each tile; default each branch's
+            measured receptive field, at most 8.
+        max_cells: "regions" only: the largest tile, in patches a side (default 8).
+        amp: ``"fp16"`` or ``"bf16"``: run the router and branches under ``torch.autocast``.
+        router: a registered router (``classsr plugins``): ``"classifier"`` (the
+            Class-Module, as the paper) or ``"edge"`` (the model's calibrated edge table;
+            no classifier runs). ``None``: the model's own default router.
+    """
+    t_start = time.perf_counter()
+    options = {"blend": blend, "halo": halo, "max_cells": max_cells}
+    executor, router_ = _check_options(model, mode, router, options, budget, amp, batch_size)
+    p = int(patch_size if patch_size is not None else model.patch_size)
+    s = int(stride if stride is not None else executor.default_stride(model, p))
+    x, kind = to_tensor(image, model.in_channels)
+    dev = torch.device(device) if device is not None else model_device(model)
+    if device is not None:
+        model.to(dev)
+    height, width = x.shape[-2:]
+    grid = patch_grid(height, width, p, s)
+    forced = check_classes(classes, grid, len(model.branches))
+    costs = patch_costs(model, p, router_)
+    sizes = (
+        [int(batch_size)] * len(model.branches)
+        if batch_size is not None
+        else [default_batch_size(dev, f) for f in costs.branches]
+    )
+    autocast = torch.autocast(dev.type, dtype=AMP[amp]) if amp else contextlib.nullcontext()
+    with _eval_mode(model), torch.inference_mode(), autocast:
+        if dev.type == "cuda" and x.device.type == "cpu":
+            # One upload of the whole LR image (there are no per-patch copies): from
+            # pinned memory it is a DMA transfer that does not block the host.
+            x = x.pin_memory().to(dev, non_blocking=True)
+        lr = pad_to(x.to(dev, model_dtype(model)), grid.height, grid.width)
+        run = Run(model, lr, height, width, grid, costs, sizes, dev, kind == "numpy", options)
+        t0 = run.now()
+        scores = router_.score(run)
+        executor.prepare(run)
+        fraction_of = executor.fraction_of(run)
+        routed = choose(
+            scores, len(grid), forced=forced, budget=budget, costs=costs, fraction_of=fraction_of
+        )
+        run.timings["classify"] = run.now() - t0
+        hr, flops, fraction, tiles = executor.execute(run, routed)
+        t0 = run.now()
+        output = from_tensor(hr, kind, image)
+        run.timings["stitch"] += run.now() - t0
+    counts = torch.bincount(routed, minlength=len(model.branches)).tolist()
+    run.timings["total"] = time.perf_counter() - t_start
+    probs = None if scores is None or scores.probs is None else scores.probs.cpu().numpy()
+    return InferResult(
+        output=output,
+        class_map=routed.numpy().astype(np.int64).reshape(grid.rows, grid.cols),
+        class_counts=[int(c) for c in counts],
+        flops=flops,
+        flops_fraction=fraction,
+        timings=run.timings,
+        probs=None if probs is None else probs.reshape(grid.rows, grid.cols, -1),
+        grid=grid,
+        patch_size=p,
+        stride=s,
+        scale=int(model.scale),
+        batch_sizes=sizes,
+        blend=blend,
+        device=str(dev),
+        padding=(grid.height - height, grid.width - width),
+        flops_per_patch=costs,
+        mode=executor.name,
+        halos=run.info.get("halos", []),
+        tiles=tiles,
+        router=router_.name,
+    )
+
+
+def get_router(model, name: str | None) -> Router:
+    """The registered router ``name`` (``None``: the model's default), checked against the
+    model: a clear error when it is unknown or the model lacks what it needs."""
+    if name is None:
+        name = getattr(model, "default_router", None) or "classifier"
+    router = _plugin("routers", name, "router").factory()
+    router.check(model)
+    return router
+
+
+def get_executor(name: str) -> Executor:
+    return _plugin("executors", name, "mode").factory()
+
+
+def patch_costs(model, patch_size: int, router: Router) -> PatchCosts:
+    """fvcore multiply-adds of routing and of each branch on one patch (cached by
+    :func:`~classsr_core.analysis.flops.count_flops`); NaN with a warning when uncountable."""
+    shape = (1, model.in_channels, patch_size, patch_size)
+    try:
+        routing = router.cost(model, patch_size)
+        branches = tuple(count_flops(b, shape) for b in model.branches)
+    except InputError as exc:
+        warnings.warn(f"FLOPs not counted: {exc}", stacklevel=3)
+        return PatchCosts(float("nan"), (float("nan"),) * len(model.branches), patch_size)
+    return PatchCosts(float(routing), branches, patch_size)
+
+
+def default_batch_size(device: torch.device | str, flops_per_patch: float | None = None) -> int:
+    """Patches per branch call on ``device`` for a branch of ``flops_per_patch``
+    multiply-adds (see ``_DEFAULT_BATCH``); unknown cost counts as heavy."""
+    threshold, light, heavy = _DEFAULT_BATCH.get(torch.device(device).type, (1e9, 32, 8))
+    if flops_per_patch is not None and flops_per_patch < threshold:
+        return light
+    return heavy
+
+
+def check_router(model, router: str | None):
+    """The router's state on ``model`` after checking that it can route it (for commands
+    that fail once, up front, before a folder)."""
+    r = get_router(model, router)
+    return r.state(model)
+
+
+def _check_options(model, mode, router, options, budget, amp, batch_size):
+    if budget is not None and model.classifier is None:
+        raise InputError("budget= needs a model with at least two branches to choose from")
+    if amp is not None and amp not in AMP:
+        raise InputError(f"amp must be None, 'fp16' or 'bf16', got {amp!r}")
+    executor = get_executor(mode)
+    executor.check(options)
+    router_ = get_router(model, router)
+    if options["halo"] is not None and int(options["halo"]) < 0:
+        raise InputError(f"halo must be 0 or more LR pixels, got {options['halo']}")
+    if options["max_cells"] is not None and int(options["max_cells"]) < 1:
+        raise InputError(f"max_cells must be at least 1, got {options['max_cells']}")
+    if batch_size is not None and int(batch_size) < 1:
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
+    return executor, router_
+
+
+def _plugin(kind: str, name, what: str):
+    try:
+        return lookup(kind, name)
+    except PluginError:
+        known = tuple(get_registry().names(kind))
+        raise InputError(f"{what} must be one of {known}, got {name!r}") from None
+
+
+@contextlib.contextmanager
+def _eval_mode(model):
+    """Eval mode for the run, then every submodule's own flag back (frozen BatchNorm
+    branches stay in eval while the classifier trains): model.train(flag) would flip all."""
+    was_training = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in was_training:
+            m.training = flag

@@ -1,0 +1,1 @@
+"""Files: checkpoints (safetensors), official ClassSR .pth files, images."""

@@ -1,0 +1,1 @@
+"""Routers score patches; policies turn scores into classes (docs/architecture.md)."""

@@ -1,0 +1,69 @@
+"""The router interface: score every LR patch for every branch; a policy then picks.
+
+A router is a plugin kind (``classsr_register_routers``): the built-ins (``classifier``,
+``edge``) register through the same entry points as a third-party router. A router with
+calibrated state (the edge table) keeps it in ``model.router_states[name]``; checkpoints
+save and load it under the router's name (``state_type`` with ``to_dict`` /
+``from_dict``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from classsr_core.engine.run import Run
+
+
+class Scores:
+    """A router's view of one image's ``N`` patches.
+
+    ``default``: ``(N,)`` classes, the router's own routing when no budget is set.
+    ``utility``: ``(N, M)``, higher is better: what each branch is expected to be worth on
+    each patch, for the budget policy (given as an array, or a function computed on first
+    use). ``probs``: classifier probabilities ``(N, M)``, reported in the result.
+    """
+
+    def __init__(
+        self,
+        default: torch.Tensor,
+        utility: np.ndarray | Callable[[], np.ndarray],
+        probs: torch.Tensor | None = None,
+    ) -> None:
+        self.default = default
+        self._utility = utility
+        self.probs = probs
+
+    @property
+    def utility(self) -> np.ndarray:
+        if callable(self._utility):
+            self._utility = self._utility()
+        return self._utility
+
+
+class Router:
+    """Base class of routers. Subclasses set ``name`` and implement :meth:`score`."""
+
+    name: ClassVar[str] = ""
+    # The class of the state this router keeps on the model (``None``: stateless).
+    state_type: ClassVar[Any] = None
+
+    def check(self, model) -> None:
+        """Raise :class:`~classsr_core.errors.InputError` when ``model`` cannot be routed
+        this way (a missing table, the wrong number of branches)."""
+
+    def cost(self, model, patch_size: int) -> float:
+        """Multiply-adds spent routing one ``patch_size`` patch (counted in the FLOPs)."""
+        return 0.0
+
+    def score(self, run: Run) -> Scores | None:
+        """Scores for every patch of ``run.grid``; ``None`` when there is nothing to choose
+        (a single-branch model)."""
+        raise NotImplementedError
+
+    def state(self, model) -> Any:
+        """This router's state on ``model`` (``None`` if it has none)."""
+        return getattr(model, "router_states", {}).get(self.name)

@@ -1,0 +1,1 @@
+"""Training: config, data, dividing into classes, the trainer, losses, distributed."""
