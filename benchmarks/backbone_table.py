@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/backbone_table.py [--patch 32] [--scale 4]
 
 For every paper backbone and width: parameters, FLOPs per LR patch in both conventions
-(classsr_core.flops), and the paper's number beside the measured one.
+(classsr_core.analysis.flops), and the paper's number beside the measured one.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=4)
     args = parser.parse_args()
 
-    from classsr_core.classifier import ClassModule
-    from classsr_core.flops import count_flops, count_params
-    from classsr_core.plugins import resolve
+    from classsr_core.analysis.flops import count_flops, count_params
+    from classsr_core.model.classifier import ClassModule
+    from classsr_core.plugins.registry import resolve
 
     shape = (1, 3, args.patch, args.patch)
     start = time.perf_counter()

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from classsr_core.tiling import patch_grid
+from classsr_core.engine import patch_grid
 
 
 def official_loop(

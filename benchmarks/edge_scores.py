@@ -7,7 +7,7 @@ Run by hand (not a test), from the repository root, after ``scripts/fetch_photos
 
 For every whole 32x32 LR cell of every photo (the SR task's input, uint8-rounded) it
 prints the rank correlation (Spearman) between the cell's edge score
-(``classsr_core.edge_router``: mean absolute Laplacian of the luma) and the squared-error
+(``classsr_core.routing.edge``: mean absolute Laplacian of the luma) and the squared-error
 reduction of each branch over the cheapest one, each branch run on the whole photo (the
 engine's regions mode, forced to that branch), and how the classifier's expected class
 ranks against that gain and against the cell's mean intensity. It then compares, at equal
@@ -23,12 +23,12 @@ import argparse
 import numpy as np
 import torch
 
-from classsr_core.checkpoint import load_model
-from classsr_core.edge_router import edge_map, patch_scores
-from classsr_core.imageio import list_images, read_image
-from classsr_core.plugins import lookup
+from classsr_core.engine import patch_grid
+from classsr_core.io.images import list_images, read_image
+from classsr_core.model.loading import load_model
+from classsr_core.plugins.registry import lookup
+from classsr_core.routing.edge import edge_map, patch_scores
 from classsr_core.tasks import degraded_pairs
-from classsr_core.tiling import patch_grid
 
 
 def ranks(x: np.ndarray) -> np.ndarray:
@@ -89,7 +89,7 @@ def main() -> None:
     rho = spearman(expected, mean)
     print(f"  Spearman(classifier's expected class, the cell's mean intensity) = {rho:.3f}")
 
-    from classsr_core.budget import assign_budget, assign_utility
+    from classsr_core.routing.budget import assign_budget, assign_utility
 
     p2 = args.patch**2
     costs = np.array(model.infer(torch.zeros(1, 3, 8, 8)).flops_per_patch["branches"]) / p2

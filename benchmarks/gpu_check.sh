@@ -41,7 +41,7 @@ project_loads() {
 import fvcore, pydantic, torch
 from classsr_core._basicsr import basicsr
 basicsr()
-from classsr_core.checkpoint import load_model
+from classsr_core.model.loading import load_model
 load_model('fsrcnn-x4', device='cpu')
 " >/dev/null 2>&1
 }

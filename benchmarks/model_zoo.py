@@ -23,8 +23,8 @@ import torch
 
 from classsr_core import load_model
 from classsr_core._basicsr import imresize
-from classsr_core.flops import model_costs
-from classsr_core.imageio import list_images, read_image
+from classsr_core.analysis.flops import model_costs
+from classsr_core.io.images import list_images, read_image
 from classsr_core.tasks import Task
 
 

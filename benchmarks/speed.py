@@ -122,7 +122,7 @@ class Row:
 
 
 def read_uint8(path: Path) -> np.ndarray:
-    from classsr_core.imageio import read_image, to_array
+    from classsr_core.io.images import read_image, to_array
 
     return to_array(read_image(path))
 
@@ -144,8 +144,8 @@ def centre_crop(img: np.ndarray, aspect: float) -> np.ndarray:
 def make_tile(stem: str, cache: Path) -> np.ndarray:
     """A 1920x1080 uint8 tile of a full-size validation photo (cached)."""
     from classsr_core._basicsr import imresize
-    from classsr_core.data import to_uint8
-    from classsr_core.imageio import read_image, write_image
+    from classsr_core.io.images import read_image, write_image
+    from classsr_core.training.data import to_uint8
 
     path = cache / f"tile-{stem}.png"
     if path.is_file():
@@ -176,9 +176,9 @@ def mosaic(n: int, tiles: list[np.ndarray]) -> np.ndarray:
 
 def ensure_images(size: str, cache: Path) -> tuple[Path, Path]:
     """``(LR path, HR path)`` of a test size, made and cached on first use."""
-    from classsr_core.data import to_uint8
-    from classsr_core.imageio import write_image
-    from classsr_core.plugins import lookup
+    from classsr_core.io.images import write_image
+    from classsr_core.plugins.registry import lookup
+    from classsr_core.training.data import to_uint8
 
     lr_path, hr_path = cache / f"{size}-lr.png", cache / f"{size}-hr.png"
     if lr_path.is_file() and hr_path.is_file():
@@ -252,7 +252,7 @@ def run(method: Method, model, lr8: np.ndarray, dev: torch.device) -> tuple[np.n
 def whole_flops(model, lr_shape: tuple[int, ...]) -> float:
     """The branch's multiply-adds per LR pixel (counted on 64x64) times the pixels: exact
     for a fully convolutional branch, without tracing an 8K-sized forward."""
-    from classsr_core.flops import count_flops
+    from classsr_core.analysis.flops import count_flops
 
     per_pixel = count_flops(model.branches[0], (1, model.in_channels, 64, 64)) / 64**2
     return per_pixel * lr_shape[0] * lr_shape[1]
@@ -260,7 +260,7 @@ def whole_flops(model, lr_shape: tuple[int, ...]) -> float:
 
 def loop_flops(model, counts: list[int]) -> float:
     """What the engine counts for the same routing: classifier on every patch + branches."""
-    from classsr_core.flops import model_costs
+    from classsr_core.analysis.flops import model_costs
 
     costs = model_costs(model)
     spent = sum(c * b["flops"] for c, b in zip(counts, costs["branches"]))
@@ -315,7 +315,7 @@ class MemoryProbe:
 
 
 def load(name: str, dev: torch.device, half: bool):
-    from classsr_core.checkpoint import load_model
+    from classsr_core.model.loading import load_model
 
     model = load_model(name, device=dev)
     return model.half() if half else model
@@ -357,7 +357,7 @@ def psnr(out: np.ndarray, hr: np.ndarray, seam_band: int = 0) -> float:
     """The SR task's PSNR (RGB, 0..255, its crop_border; SSIM is skipped: slow at 8K).
     ``seam_band``: also leave out the HR pixels within that distance of a boundary between
     mosaic tiles (where two unrelated photos meet, no network can restore the jump)."""
-    from classsr_core.plugins import lookup
+    from classsr_core.plugins.registry import lookup
 
     border = lookup("tasks", "sr").factory(scale=SCALE).crop_border()
     keep = np.zeros(hr.shape[:2], dtype=bool)

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from common import machine, official_loop  # benchmarks/common.py, shared with speed.py
 
-from classsr_core.flops import count_flops
-from classsr_core.tiling import patch_grid
-from classsr_core.wrapper import ClassWrapper
+from classsr_core.analysis.flops import count_flops
+from classsr_core.engine import patch_grid
+from classsr_core.model.wrapper import ClassWrapper
 
 MIX = (0.61, 0.23, 0.16)  # cheapest, middle, widest (the split the seed reports)
 MATE = Path("data/mate/usr/share/backgrounds/mate/nature")

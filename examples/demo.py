@@ -19,9 +19,9 @@ import torch
 
 from classsr_core import load_model
 from classsr_core._basicsr import imresize
-from classsr_core.imageio import Image, read_image, write_image
+from classsr_core.analysis.visualize import result_overlay, side_by_side
+from classsr_core.io.images import Image, read_image, write_image
 from classsr_core.tasks import Task
-from classsr_core.visualize import result_overlay, side_by_side
 
 ASSET = Path(__file__).resolve().parents[1] / "classsr_core" / "assets" / "demo_hr.png"
 

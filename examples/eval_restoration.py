@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from classsr_core import load_model
-from classsr_core.checkpoint import read_checkpoint
-from classsr_core.imageio import Image, list_images, read_image, write_image
-from classsr_core.plugins import lookup
-from classsr_core.visualize import class_map_overlay
+from classsr_core.analysis.visualize import class_map_overlay
+from classsr_core.io.checkpoint import read_checkpoint
+from classsr_core.io.images import Image, list_images, read_image, write_image
+from classsr_core.plugins.registry import lookup
 
 
 def task_of(path: str):

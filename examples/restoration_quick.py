@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from classsr_core import load_model
-from classsr_core.train import train
-from classsr_core.train_config import validate_train_config
+from classsr_core.training.config import validate_train_config
+from classsr_core.training.trainer import train
 
 TRAIN = "skimage:astronaut,coffee,rocket"
 HELD_OUT = "chelsea"  # never trained on

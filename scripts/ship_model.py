@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from classsr_core.checkpoint import WEIGHTS_DIR, read_checkpoint, save_state
+from classsr_core.io.checkpoint import WEIGHTS_DIR, read_checkpoint, save_state
 
 
 def main() -> int:
