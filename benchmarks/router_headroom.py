@@ -134,8 +134,9 @@ def warm_up(model) -> None:
     """One small run of every branch and router first: the first call pays for allocation
     and oneDNN's kernel choice."""
     x = torch.rand(1, 3, 96, 96)
+    router = "edge" if model.edge_table is not None else "classifier"
     for j in range(len(model.branches)):
-        model.infer(x, mode="regions", router="edge", classes=np.full(9, j))
+        model.infer(x, mode="regions", router=router, classes=np.full(9, j))
     model.infer(x, mode="regions")
 
 
@@ -200,7 +201,7 @@ def lam_fraction(a: np.ndarray, cost: np.ndarray) -> float:
     return float(cost[np.arange(len(a)), a].sum() / cost[:, -1].sum())
 
 
-def measure_image(model, path, args) -> dict:
+def measure_image(model, path, args, o_model=None) -> dict:
     s, p = int(model.scale), int(model.patch_size)
     hr8, lr = load_pair(path, s)
     h, w = lr.shape[-2:]
@@ -230,7 +231,21 @@ def measure_image(model, path, args) -> dict:
         "time": res.timings["total"],
         "classes": res.class_counts,
     }
+    if o_model is not None:  # the fair baseline: the -O network through the same engine
+        res = run_timed(o_model, lr, args.reps)
+        psnr = cells.psnr(cell_errors(cells, hr8, to_u8(res.output)).sum())
+        rows["-O regions"] = {"flops": res.flops_fraction, "loss": psnr - w_psnr}
+        rows["-O regions"]["time"] = w_time = res.timings["total"]
     for router in args.routers:
+        for t in args.tolerances:
+            res = run_timed(model, lr, args.reps, router=router, tolerance=float(t))
+            psnr = cells.psnr(cell_errors(cells, hr8, to_u8(res.output)).sum())
+            rows[f"{router} tol {t}"] = {
+                "flops": res.flops_fraction,
+                "loss": psnr - w_psnr,
+                "time": res.timings["total"],
+                "classes": res.class_counts,
+            }
         for b in args.budgets:
             budget = None if b == "none" else float(b)
             res = run_timed(model, lr, args.reps, router=router, budget=budget)
@@ -249,9 +264,37 @@ def measure_image(model, path, args) -> dict:
         "lr": [h, w],
         "widest_psnr": w_psnr,
         "widest_time": w_time,
+        "baseline_time": w_time,
         "cells": cells.n,
         "rows": rows,
     }
+
+
+def folder_rows(model, files, results, args) -> None:
+    """``folder @B``: one price for all images (``--budget-scope folder``) beside the
+    per-image budget: the same total multiply-adds, spent where they pay."""
+    from classsr_core.engine.pipeline import plan_routes
+    from classsr_core.routing.folder import folder_price
+
+    s = int(model.scale)
+    pairs = [load_pair(f, s) for f in files]
+    routers = [r for r in args.routers if r != "classifier"] or args.routers
+    for router in routers:
+        plans = [plan_routes(model, lr, mode="regions", router=router) for _, lr in pairs]
+        price = folder_price(plans, args.folder_budget)
+        for (hr8, lr), r, plan in zip(pairs, results, plans):
+            r["widest_flops"] = plan.widest_flops
+            h, w = lr.shape[-2:]
+            cells = Cells(h, w, int(model.patch_size), s)
+            res = run_timed(model, lr, args.reps, router=router, price=price)
+            psnr = cells.psnr(cell_errors(cells, hr8, to_u8(res.output)).sum())
+            r["rows"][f"{router} folder @{args.folder_budget:g}"] = {
+                "flops": res.flops_fraction,
+                "loss": psnr - r["widest_psnr"],
+                "time": res.timings["total"],
+                "t_rel": res.timings["total"] / r["baseline_time"],
+                "classes": res.class_counts,
+            }
 
 
 def fmt(v, spec):
@@ -263,7 +306,8 @@ def report(results: list[dict], tol: float) -> str:
     show = [m for m in methods if not m.startswith("forced") or m == "forced bicubic"]
     lines = [
         f"Per image: FLOPs fraction / loss dB vs widest (RGB PSNR, border = scale) / time "
-        f"relative to the forced widest branch in regions mode. Oracle tolerance {tol} dB.",
+        f"relative to the -O model in regions mode (else the forced widest branch). Oracle "
+        f"tolerance {tol} dB.",
         "",
         "| image | LR | widest dB | widest s | " + " | ".join(show) + " |",
         "|---|---|---|---|" + "---|" * len(show),
@@ -293,6 +337,16 @@ def report(results: list[dict], tol: float) -> str:
             f"| {m} | {f.mean():.3f} | {f.max():.3f} | {lo.mean():+.3f} | {lo.min():+.3f} | "
             f"{int((lo < -0.10).sum())}/{len(lo)} | {tm} | {tx} |"
         )
+    if all("widest_flops" in r for r in results):  # folder budgets: totals, not means
+        total = sum(r["widest_flops"] for r in results)
+        lines += ["", "| method | total FLOPs fraction | mean loss dB | worst loss dB |"]
+        lines += ["|---|---|---|---|"]
+        for m in methods:
+            if "@" not in m:
+                continue
+            spent = sum(r["rows"][m]["flops"] * r["widest_flops"] for r in results)
+            lo = np.array([r["rows"][m]["loss"] for r in results])
+            lines.append(f"| {m} | {spent / total:.3f} | {lo.mean():+.3f} | {lo.min():+.3f} |")
     return "\n".join(lines)
 
 
@@ -303,6 +357,13 @@ def main(argv=None) -> int:
     ap.add_argument("--tolerance", type=float, default=0.05, help="oracle's dB vs widest")
     ap.add_argument("--routers", nargs="+", default=["classifier", "edge"])
     ap.add_argument("--budgets", nargs="+", default=["none", "0.5"], help="'none' or fractions")
+    ap.add_argument("--tolerances", nargs="*", default=[], help="tolerance= runs (dB)")
+    ap.add_argument(
+        "--o-model", default=None, help="the -O model: time is then relative to it (regions)"
+    )
+    ap.add_argument(
+        "--folder-budget", type=float, default=None, help="also: one price for the folder"
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=1, help="time: min over this many runs")
     ap.add_argument("--limit", type=int, default=None, help="first N images only")
@@ -314,9 +375,13 @@ def main(argv=None) -> int:
     if not files:
         sys.exit(f"no images in {args.photos}")
     warm_up(model)
+    o_model = None
+    if args.o_model:
+        o_model = load_model(args.o_model, device="cpu")
+        warm_up(o_model)
     results = []
     for f in files:
-        r = measure_image(model, f, args)
+        r = measure_image(model, f, args, o_model)
         results.append(r)
         o = r["rows"]["oracle (engine)"]
         print(
@@ -325,6 +390,8 @@ def main(argv=None) -> int:
             file=sys.stderr,
             flush=True,
         )
+    if args.folder_budget is not None:
+        folder_rows(model, files, results, args)
     print(report(results, args.tolerance))
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "images": results}, indent=1))

@@ -145,7 +145,7 @@ def make_tile(stem: str, cache: Path) -> np.ndarray:
     """A 1920x1080 uint8 tile of a full-size validation photo (cached)."""
     from classsr_core._basicsr import imresize
     from classsr_core.io.images import read_image, write_image
-    from classsr_core.training.data import to_uint8
+    from classsr_core.training.prepare import to_uint8
 
     path = cache / f"tile-{stem}.png"
     if path.is_file():
@@ -178,7 +178,7 @@ def ensure_images(size: str, cache: Path) -> tuple[Path, Path]:
     """``(LR path, HR path)`` of a test size, made and cached on first use."""
     from classsr_core.io.images import write_image
     from classsr_core.plugins.registry import lookup
-    from classsr_core.training.data import to_uint8
+    from classsr_core.training.prepare import to_uint8
 
     lr_path, hr_path = cache / f"{size}-lr.png", cache / f"{size}-hr.png"
     if lr_path.is_file() and hr_path.is_file():

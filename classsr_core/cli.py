@@ -5,7 +5,9 @@ rest inside ``run`` so that ``classsr --help`` and ``classsr plugins`` start fas
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 
 from classsr_core.errors import ClassSRError
@@ -48,7 +50,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`classsr plugins --json | head -1`): stop quietly, as a
+        # Unix tool killed by SIGPIPE would (128 + 13). Python flushes stdout again at
+        # exit, so point it at devnull first (the recipe in the signal module's docs).
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except ClassSRError as exc:
         print(f"classsr {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from classsr_core._basicsr import metrics  # cheap: basicsr itself loads on first call
+
 
 @dataclass
 class Task:
@@ -29,8 +31,6 @@ class Task:
 
     def score(self, out: np.ndarray, ref: np.ndarray) -> dict[str, float]:
         """PSNR and SSIM (RGB, 0..255) with basicsr's metrics."""
-        from classsr_core._basicsr import metrics
-
         psnr, ssim = metrics()
         a = np.clip(out * 255.0, 0, 255).round()
         b = np.clip(ref * 255.0, 0, 255).round()

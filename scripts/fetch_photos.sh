@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from classsr_core._basicsr import imresize
-from classsr_core.training.data import to_uint8
+from classsr_core.training.prepare import to_uint8
 from classsr_core.io.images import read_image, write_image
 
 photos = sorted(Path(sys.argv[1]).glob("*.jpg"))

@@ -43,7 +43,7 @@ import numpy as np
 
 # Internal modules of classsr (repoint here after the package reorganisation).
 from classsr_core._basicsr import imresize
-from classsr_core.training.data import to_uint8
+from classsr_core.training.prepare import to_uint8
 from classsr_core.io.images import read_image, write_image
 
 MAX_WIDTH = 2000  # wider: halve

@@ -12,16 +12,10 @@ from train_helpers import micro_config, photo, write_photos
 
 from classsr_core._basicsr import imresize, metrics
 from classsr_core.errors import ClassSRError, ConfigError, InputError
-from classsr_core.training.data import (
-    PairDataset,
-    ShardedBatchSampler,
-    Store,
-    apply_aug,
-    crop_starts,
-    prepare,
-    to_uint8,
-)
+from classsr_core.training.dataset import PairDataset, Store, apply_aug
 from classsr_core.training.divide import divide, labels_for, psnr_batch, thresholds_for
+from classsr_core.training.prepare import crop_starts, prepare, to_uint8
+from classsr_core.training.samplers import ShardedBatchSampler
 
 
 def _mixed_folder(folder):
@@ -84,10 +78,10 @@ def test_prepare_handles_every_kind_and_skips_bad_files(tmp_path):
 
 
 def test_prepare_rerun_skips_done_and_resumes_after_interruption(tmp_path, monkeypatch):
-    import classsr_core.training.data as data
+    import classsr_core.training.prepare as preparing
 
     cfg = micro_config(tmp_path, write_photos(tmp_path / "hr", 3))
-    real = data._make_item
+    real = preparing._make_item
     calls = []
 
     def crash_on_second(*args, **kw):
@@ -96,12 +90,12 @@ def test_prepare_rerun_skips_done_and_resumes_after_interruption(tmp_path, monke
             raise KeyboardInterrupt
         return real(*args, **kw)
 
-    monkeypatch.setattr(data, "_make_item", crash_on_second)
+    monkeypatch.setattr(preparing, "_make_item", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         prepare(cfg, progress=False)
     with pytest.raises(ClassSRError, match="incomplete"):
         Store(cfg.store_dir)
-    monkeypatch.setattr(data, "_make_item", real)
+    monkeypatch.setattr(preparing, "_make_item", real)
     summary = prepare(cfg, progress=False)
     assert (summary["made"], summary["reused"]) == (2, 1)  # the first image was kept
     first = cfg.store_dir / Store(cfg.store_dir).items[0]["hr"]

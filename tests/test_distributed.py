@@ -12,8 +12,8 @@ import torch.multiprocessing as mp
 from train_helpers import micro_config, write_photos
 
 from classsr_core.io.checkpoint import read_checkpoint
-from classsr_core.training.data import prepare
 from classsr_core.training.divide import divide
+from classsr_core.training.prepare import prepare
 
 
 def _free_port() -> int:

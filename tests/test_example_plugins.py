@@ -20,7 +20,11 @@ from pip_helpers import install_into
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "plugins"
-DISTS = {"classsr-tinynet": "tinynet", "classsr-saltpepper": "saltpepper"}
+DISTS = {
+    "classsr-tinynet": "tinynet",
+    "classsr-saltpepper": "saltpepper",
+    "classsr-gradrouter": "gradient",
+}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +61,7 @@ def test_examples_are_listed_by_classsr_plugins(env):
     )
     assert res.returncode == 0, res.stderr
     rows = {r["name"]: r for r in json.loads(res.stdout)}
-    tiny, salt = rows["tinynet"], rows["saltpepper"]
+    tiny, salt, grad = rows["tinynet"], rows["saltpepper"], rows["gradrouter"]
     assert (tiny["dist"], tiny["version"], tiny["backbones"]) == (
         "classsr-tinynet",
         "0.1.0",
@@ -68,6 +72,17 @@ def test_examples_are_listed_by_classsr_plugins(env):
         "0.1.0",
         ["saltpepper"],
     )
+    assert (grad["dist"], grad["version"], grad["routers"]) == (
+        "classsr-gradrouter",
+        "0.1.0",
+        ["gradient"],
+    )
+    assert "no calibration" in grad["declared"]["routers"]["gradient"]["description"]
+    assert tiny["declared"]["backbones"]["tinynet"] == {
+        "width_arg": "nf",
+        "depth_arg": "nb",
+        "scales": [1, 2, 3, 4],
+    }
     assert not any("error" in r for r in rows.values()), rows
     # the built-in scale-1 tasks and backbone sit next to them
     assert rows["denoise"]["tasks"] == ["denoise"] and rows["deblock"]["tasks"] == ["deblock"]
@@ -173,3 +188,58 @@ def test_docs_plugins_snippets_run(env):
         listing = next(b for b in blocks if f'register("{DISTS[dist]}"' in b)
         stale = [line for line in listing.splitlines() if line not in source]
         assert not stale, f"docs/plugins.md quotes lines not in {module}.py: {stale}"
+
+
+def test_example_router_routes_a_shipped_model(env):
+    """The router plugin works with no edit to classsr: by name, with a budget, FLOPs counted."""
+    out = _python(
+        """
+        import numpy as np
+        from skimage import data
+        from classsr_core.model.loading import load_model
+
+        model = load_model("classsr-fsrcnn-x4-fast")
+        img = data.astronaut()[::4, ::4].copy()  # 128x128 real photo: 25 LR patches
+        r = model.infer(img, router="gradient")
+        print(r.router, r.output.shape, sum(r.class_counts), r.flops_per_patch.router)
+        b = model.infer(img, router="gradient", budget=0.6)
+        print(abs(b.flops_fraction - 0.6) < 0.05, b.class_counts != r.class_counts)
+        flat = model.infer(np.full((48, 48, 3), 128, np.uint8), router="gradient")
+        print(flat.class_counts)
+        """,
+        env,
+    )
+    lines = out.strip().splitlines()
+    # 20 operations a pixel on a 32x32 patch, and a square root and a halving
+    assert lines[0] == f"gradient (512, 512, 3) 25 {20 * 32 * 32 + 2}.0"
+    assert lines[1] == "True True"  # the utility is monotone: the budget policy lands
+    assert lines[2] == "[4, 0, 0]"  # a flat image: every patch to the cheapest branch
+
+
+def test_example_router_from_the_command_line(env, tmp_path):
+    from PIL import Image
+    from skimage import data
+
+    src, dst = tmp_path / "in.png", tmp_path / "out.png"
+    Image.fromarray(data.astronaut()[::8, ::8]).save(src)  # 64x64
+    res = subprocess.run(
+        [sys.executable, "-m", "classsr_core.cli", "upscale", str(src), "-o", str(dst)]
+        + ["--model", "classsr-fsrcnn-x4-fast", "--router", "gradient", "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    with Image.open(dst) as out:
+        assert out.size == (256, 256)
+
+
+def test_docs_quote_the_example_files_exactly():
+    """A block after ``<!-- code: PATH -->`` in docs/plugins.md is the whole of PATH."""
+    text = (REPO / "docs" / "plugins.md").read_text()
+    quoted = re.findall(r"<!-- code: (\S+) -->\n```python\n(.*?)```", text, flags=re.S)
+    paths = [path for path, _ in quoted]
+    assert "examples/plugins/classsr-gradrouter/classsr_gradrouter.py" in paths
+    for path, block in quoted:
+        assert block == (REPO / path).read_text(), f"docs/plugins.md differs from {path}"

@@ -358,3 +358,76 @@ def test_reset_registry_reloads(monkeypatch):
         monkeypatch.delenv("CLASSSR_DISABLE_PLUGINS")
         reset_registry()
     assert "rcan" in get_registry().plugins
+
+
+def test_describe_shows_what_each_component_declares():
+    def resolve(name):
+        return TinyNet, {}
+
+    def register_backbones(register):
+        register(
+            "tiny",
+            TinyNet,
+            width_arg="nf",
+            scales=(2, 4),
+            paper_widths=(4, 8),
+            description="a tiny net",
+            resolve=resolve,  # a callable: left out
+            config_model=TinyNet,  # a class: left out
+            gain=float("nan"),  # not valid JSON: left out
+        )
+
+    reg = Registry()
+    reg.add_plugin(_plugin(classsr_register_backbones=register_backbones), "decl")
+    reg.add_plugin(
+        _plugin(classsr_register_backbones=lambda register: register("tiny", TinyNet, nf=1)),
+        "clash",
+    )
+    rows = {row["name"]: row for row in reg.describe()}
+    assert rows["decl"]["backbones"] == ["tiny"]  # the lists of names keep their shape
+    assert rows["decl"]["declared"] == {
+        "backbones": {
+            "tiny": {
+                "width_arg": "nf",
+                "scales": [2, 4],
+                "paper_widths": [4, 8],
+                "description": "a tiny net",
+            }
+        }
+    }
+    # the clash kept the first entry: what the second declared is not known
+    assert rows["clash"]["declared"] == {"backbones": {"tiny": {}}}
+    json.dumps(rows)  # all of it serialisable
+
+
+def test_plugins_json_and_text_show_declared_fields():
+    res = _run_cli(["plugins", "--json"])
+    assert res.returncode == 0, res.stderr
+    rows = {r["name"]: r for r in json.loads(res.stdout)}
+    fsrcnn = rows["fsrcnn"]["declared"]["backbones"]["fsrcnn"]
+    assert fsrcnn["width_arg"] == "d" and fsrcnn["scales"] == [1, 2, 3, 4]
+    assert "paper_widths" in fsrcnn
+    assert "description" in rows["builtin_routers"]["declared"]["routers"]["edge"]
+    assert rows["sr"]["declared"] == {"tasks": {"sr": {}}}  # its config_model is a class
+    text = _run_cli(["plugins"])
+    assert text.returncode == 0, text.stderr
+    assert "    backbones: fsrcnn\n      fsrcnn: width_arg=d depth_arg=m scales=1,2,3,4" in (
+        text.stdout
+    )
+    assert "      classifier: the model's Class-Module" in text.stdout
+
+
+@pytest.mark.parametrize("args", [["plugins", "--json"], ["plugins"]])
+def test_closed_stdout_ends_quietly(args):
+    """`classsr plugins --json | head -1`: the reader leaving is no traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "classsr_core.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.stdout.close()  # before the command writes anything (it takes a while to start)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    proc.stderr.close()

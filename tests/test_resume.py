@@ -7,8 +7,8 @@ import torch
 from train_helpers import micro_config, write_photos
 
 from classsr_core.io.checkpoint import read_checkpoint
-from classsr_core.training.data import prepare
 from classsr_core.training.divide import divide
+from classsr_core.training.prepare import prepare
 from classsr_core.training.trainer import train
 
 # EMA, warm-up and a cosine restart in every stage: all of their state must survive.

@@ -10,8 +10,9 @@ import torch
 from train_helpers import micro_config, write_photos
 
 from classsr_core.io.checkpoint import read_checkpoint
-from classsr_core.training.data import ShardedBatchSampler, WidthSampler, prepare, width_at
 from classsr_core.training.divide import divide
+from classsr_core.training.prepare import prepare
+from classsr_core.training.samplers import ShardedBatchSampler, WidthSampler, width_at
 from classsr_core.training.trainer import train
 
 

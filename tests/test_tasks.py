@@ -281,8 +281,9 @@ def test_sr_backbones_also_run_at_scale_1(name, kwargs):
 @pytest.mark.slow
 def test_scale1_tasks_through_prepare_divide_train_and_infer(tmp_path):
     from classsr_core import load_model
-    from classsr_core.training.data import Store, prepare
+    from classsr_core.training.dataset import Store
     from classsr_core.training.divide import divide
+    from classsr_core.training.prepare import prepare
     from classsr_core.training.trainer import train
 
     def config(task: dict, out: str):

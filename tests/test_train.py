@@ -14,7 +14,7 @@ from classsr_core.cli import main
 from classsr_core.errors import ClassSRError, ConfigError
 from classsr_core.model.loading import load_model, read_checkpoint
 from classsr_core.training.config import validate_train_config
-from classsr_core.training.data import PairDataset, Store
+from classsr_core.training.dataset import PairDataset, Store
 from classsr_core.training.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -20,8 +20,8 @@ from classsr_core.tasks import degraded_pairs
 
 @dataclass
 class SweepRow:
-    label: str  # "budget", "argmax" (classifier) or "price" (edge table) without one, "-O"
-    budget: float | None
+    label: str  # "budget", "tolerance", "argmax" / "price" (the router's own), "-O"
+    budget: float | None  # the budget or the tolerance (dB) of the row
     flops_fraction: float  # mean over images (true multiply-adds, classifier included)
     psnr: float  # mean over images
 
@@ -34,6 +34,7 @@ def run_sweep(
     o_model=None,
     mode: str = "patches",
     router: str | None = None,
+    tolerances=(),
 ) -> list[SweepRow]:
     """``images``: clean HWC float32 arrays in [0, 1]. ``mode``: the engine's (in
     "regions" fractions are of the widest branch on the whole image, for -O too).
@@ -41,10 +42,10 @@ def run_sweep(
     pairs = degraded_pairs(task, images)
     router = router or getattr(model, "default_router", None) or "classifier"
 
-    def measure(m, budget):
+    def measure(m, budget, tolerance=None):
         psnrs, fracs = [], []
         for clean, x in pairs:
-            options = {"router": router} if m is model else {}
+            options = {"router": router, "tolerance": tolerance} if m is model else {}
             res = m.infer(x, budget=budget, mode=mode, **options)
             psnrs.append(task.score(res.output[0].permute(1, 2, 0).numpy(), clean)["psnr"])
             fracs.append(res.flops_fraction)
@@ -53,6 +54,7 @@ def run_sweep(
     # No budget: argmax of the classifier, or the edge table's calibrated price.
     rows = [SweepRow("argmax" if router == "classifier" else "price", None, *measure(model, None))]
     rows += [SweepRow("budget", float(b), *measure(model, float(b))) for b in budgets]
+    rows += [SweepRow("tolerance", float(t), *measure(model, None, float(t))) for t in tolerances]
     if o_model is not None:
         rows.append(SweepRow("-O", None, *measure(o_model, None)))
     return rows

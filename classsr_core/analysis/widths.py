@@ -21,7 +21,11 @@ from typing import Any
 
 import torch
 
+from classsr_core.analysis.flops import count_flops
+from classsr_core.device import pick_device, synchronize
+from classsr_core.engine import default_batch_size
 from classsr_core.errors import InputError
+from classsr_core.plugins.registry import resolve
 
 
 def snap_widths(widths: Sequence[int], step: int = 16) -> list[int]:
@@ -53,11 +57,6 @@ def measure_widths(
     """Seconds and multiply-adds per ``patch x patch`` LR patch of ``backbone`` at each
     width, on ``device`` (minimum over ``reps`` timed calls after a warm-up; channels-last
     on CPU, as the tile engine runs)."""
-    from classsr_core.analysis.flops import count_flops
-    from classsr_core.device import pick_device, synchronize
-    from classsr_core.engine import default_batch_size
-    from classsr_core.plugins.registry import resolve
-
     dev = pick_device(device)
     factory, meta = resolve("backbones", backbone)
     key = meta.get("width_arg")

@@ -3,7 +3,7 @@ model, so that ``--router edge`` can route without the classifier (docs/performa
 
 from __future__ import annotations
 
-from classsr_core.commands.options import add_trust_code
+from classsr_core.commands.options import add_trust_code, tolerance_arg
 from classsr_core.commands.sweep import task_and_photos
 from classsr_core.commands.upscale import DEFAULT_MODEL
 
@@ -12,7 +12,12 @@ def add_parser(sub):
     p = sub.add_parser(
         "calibrate", help="measure the edge-routing table of a model on a folder of photos"
     )
-    p.add_argument("folder", help="clean photos the model was not validated on")
+    p.add_argument(
+        "folders",
+        nargs="+",
+        metavar="FOLDER",
+        help="clean images the model is not validated on (several folders: one set)",
+    )
     p.add_argument("--model", default=DEFAULT_MODEL, help="name or .safetensors path")
     p.add_argument("-o", "--output", required=True, help="where to save the calibrated model")
     p.add_argument(
@@ -25,8 +30,21 @@ def add_parser(sub):
     )
     p.add_argument("--bins", type=int, default=16, help="edge-score bins (quantiles)")
     p.add_argument(
+        "--statistic",
+        choices=("gradient-max", "laplacian-mean"),
+        default="gradient-max",
+        help="the edge score: the largest colour gradient in a patch (default; sees thin "
+        "and colour edges) or the mean |Laplacian| of its luma (the first tables')",
+    )
+    p.add_argument(
+        "--make-default",
+        action="store_true",
+        help="record the edge router as the model's default (infer(router=None), and "
+        "`classsr upscale` without --router)",
+    )
+    p.add_argument(
         "--tolerance",
-        type=float,
+        type=tolerance_arg,
         default=0.05,
         help="dB the default routing may lose against the widest branch on these photos",
     )
@@ -46,11 +64,11 @@ def run(args) -> int:
     from classsr_core.tasks import degraded_pairs
 
     # Before any work: -o may be neither a photo nor the model it starts from.
-    inputs = list_images([args.folder]) + model_files(args.model)
-    check_outputs(inputs, [(args.output, "-o")], input_dirs=[args.folder])
+    inputs = list_images(args.folders) + model_files(args.model)
+    check_outputs(inputs, [(args.output, "-o")], input_dirs=args.folders)
     model = load_model(args.model, device="cpu", trust_code=args.trust_code)
     meta = model.checkpoint_meta
-    task, photos = task_and_photos(model, args.task, args.folder)
+    task, photos = task_and_photos(model, args.task, args.folders)
     if args.widths:
         from classsr_core.model.loading import cut_widths
 
@@ -65,9 +83,18 @@ def run(args) -> int:
         (x, torch.from_numpy(np.ascontiguousarray(clean)).permute(2, 0, 1)[None])
         for clean, x in degraded_pairs(task, photos, uint8=True)
     ]
-    table = calibrate(model, pairs, bins=args.bins, tolerance_db=args.tolerance)
+    table = calibrate(
+        model, pairs, bins=args.bins, tolerance_db=args.tolerance, statistic=args.statistic
+    )
     model.edge_table = table
-    extra = {k: v for k, v in meta.items() if k not in ("model", "edge_router")}
+    if args.make_default:
+        model.default_router = "edge"
+    extra = {
+        k: v
+        for k, v in meta.items()
+        if k not in ("model", "edge_router", "routers", "default_router", "calibrated_on")
+    }
+    extra["calibrated_on"] = {"folders": list(args.folders), "images": len(photos)}
     if args.widths:
         extra["cut_from"] = {"model": str(args.model), "widths": meta["model"]["widths"]}
     save_model(model, args.output, extra)

@@ -30,6 +30,20 @@ def budget_arg(text: str) -> float:
     return value
 
 
+def tolerance_arg(text: str) -> float:
+    """``--tolerance``: dB of expected loss against the widest branch, a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a tolerance; give the dB of expected loss against the widest "
+            "branch as a number >= 0, e.g. 0.05"
+        )
+    return value
+
+
 def device_arg(text: str) -> str:
     """``--device``: a device this machine has, checked before the model loads."""
     from classsr_core.device import check_device

@@ -1,4 +1,5 @@
-"""``classsr plugins [--json]``: every plugin, where it came from, and what it registered."""
+"""``classsr plugins [--json]``: every plugin, where it came from, what it registered and
+what it declared for each component (width argument, scales, paper widths, description)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ def run(args) -> int:
         for kind in KINDS:
             if row[kind]:
                 print(f"    {kind}: {', '.join(row[kind])}")
+            for name, fields in row.get("declared", {}).get(kind, {}).items():
+                if fields:
+                    print(f"      {name}: {declared_line(fields)}")
         for clash in row.get("clashes", []):
             others = ", ".join(p for p in clash["plugins"] if p != row["name"])
             print(
@@ -34,3 +38,17 @@ def run(args) -> int:
                 f"(CLASSSR_DISABLE_PLUGINS=<name>)"
             )
     return 0
+
+
+def declared_line(fields: dict) -> str:
+    """``width_arg=d depth_arg=m scales=1,2,3,4 - description`` for one component."""
+
+    def show(value) -> str:
+        if isinstance(value, list) and all(not isinstance(v, (list, dict)) for v in value):
+            return ",".join(str(v) for v in value)
+        return value if isinstance(value, str) else json.dumps(value)
+
+    parts = [f"{key}={show(value)}" for key, value in fields.items() if key != "description"]
+    if "description" in fields:
+        parts.append(f"- {fields['description']}" if parts else str(fields["description"]))
+    return " ".join(parts)

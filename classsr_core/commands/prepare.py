@@ -37,7 +37,7 @@ def run(args) -> int:
     import json
 
     from classsr_core.training.config import load_train_config
-    from classsr_core.training.data import prepare
+    from classsr_core.training.prepare import prepare
 
     cfg = load_train_config(args.config, args.overrides, trust_code=args.trust_code)
     summary = prepare(cfg, progress=not args.no_progress)

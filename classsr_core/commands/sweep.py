@@ -15,6 +15,12 @@ def add_parser(sub):
         "--task", default=None, help="task name (default: the checkpoint's, else sr at its scale)"
     )
     p.add_argument("--budgets", default="0.5:1.0:0.05", help="START:STOP:STEP or a,b,c")
+    p.add_argument(
+        "--tolerance",
+        default=None,
+        help="also sweep these tolerances (dB of expected loss against the widest branch, "
+        "a,b,c), e.g. 0.02,0.05,0.1",
+    )
     p.add_argument("-o", "--output", default="sweep", help="writes OUTPUT.csv and OUTPUT.png")
     add_engine_options(p)
     add_trust_code(p)
@@ -35,7 +41,7 @@ def _budgets(spec: str) -> list[float]:
         raise InputError(f"--budgets {spec!r}: give START:STOP:STEP or a,b,c") from None
 
 
-def task_and_photos(model, task_name: str | None, folder: str):
+def task_and_photos(model, task_name: str | None, folder: str | list[str]):
     """The task that degrades clean photos for ``model`` and the clean photos of ``folder``
     as HWC float arrays; shared with ``classsr calibrate``. The task is ``task_name`` with
     its defaults, else the one the checkpoint was trained for (with its settings, e.g. the
@@ -54,10 +60,30 @@ def task_and_photos(model, task_name: str | None, folder: str):
             raise InputError("a scale-1 model needs --task (denoise, deblock, ...)")
         options = {"scale": model.scale} if task_name == "sr" else {}
     task = lookup("tasks", task_name).factory(**options)
-    files = list_images([folder])
+    folders = [folder] if isinstance(folder, str) else list(folder)
+    files = list_images(folders)
     if not files:
-        raise InputError(f"no images in {folder}")
+        raise InputError(f"no images in {', '.join(folders)}")
     return task, [read_image(f).rgb for f in files]
+
+
+def _tolerances(spec: str | None) -> list[float]:
+    from classsr_core.errors import InputError
+
+    if not spec:
+        return []
+    values = []
+    for part in spec.split(","):
+        try:
+            v = float(part)
+        except ValueError:
+            v = float("nan")
+        if not (v >= 0 and v != float("inf")):
+            raise InputError(
+                f"--tolerance {spec!r}: give dB of expected loss as numbers >= 0, e.g. 0.02,0.05"
+            )
+        values.append(v)
+    return values
 
 
 def run(args) -> int:
@@ -75,8 +101,16 @@ def run(args) -> int:
         load_model(args.o_model, device="cpu", trust_code=args.trust_code) if args.o_model else None
     )
     task, images = task_and_photos(model, args.task, args.folder)
+    tolerances = _tolerances(args.tolerance)
     rows = run_sweep(
-        model, images, task, _budgets(args.budgets), o_model, mode=args.mode, router=args.router
+        model,
+        images,
+        task,
+        _budgets(args.budgets),
+        o_model,
+        mode=args.mode,
+        router=args.router,
+        tolerances=tolerances,
     )
     write_csv(rows, f"{args.output}.csv")
     plot(rows, f"{args.output}.png", title=f"{args.model} on {len(images)} images")

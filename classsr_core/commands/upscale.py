@@ -20,6 +20,7 @@ from classsr_core.commands.options import (
     budget_arg,
     device_arg,
     pixels_arg,
+    tolerance_arg,
 )
 
 # The best shipped ClassSR model on the validation photos (docs/model-zoo.md): the paper's
@@ -33,7 +34,21 @@ def _add_common(p):
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     p.add_argument("-o", "--output", required=True, help="output folder (or file, for one input)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="shipped model name or .safetensors path")
+    p.add_argument(
+        "--tolerance",
+        type=tolerance_arg,
+        default=None,
+        help="dB of expected loss against the widest branch (e.g. 0.05): the first knob to "
+        "reach for; needs a calibrated router (docs/routing.md)",
+    )
     p.add_argument("--budget", type=budget_arg, default=None, help="target FLOPs fraction (0..1]")
+    p.add_argument(
+        "--budget-scope",
+        choices=("image", "folder"),
+        default="image",
+        help="image: every image spends --budget; folder: the folder spends it on average "
+        "with one price for all images, so a hard image gets more than an easy one",
+    )
     p.add_argument("--class-map", default=None, help="write a class-map overlay PNG here")
     p.add_argument("--patch", type=int, default=None, help="patch size (default: the model's)")
     p.add_argument("--stride", type=int, default=None, help="stride (default: the model's)")
@@ -188,7 +203,12 @@ def process(args) -> int:
     if model is None:
         model = load()
     check_router(model, args.router)  # a model without an edge table fails once, up front
+    if args.tolerance is not None and args.budget is not None:
+        raise ClassSRError("give --tolerance or --budget, not both: each sets the routing alone")
     device = next(model.parameters()).device
+    knobs = {"budget": args.budget, "tolerance": args.tolerance}
+    if args.budget is not None and args.budget_scope == "folder":
+        knobs = {"price": _folder_price(model, args, [src for src, _ in plan])}
     reports, failures = [], 0
     for src in skipped:
         print(f"classsr {args.command}: {src}: skipped, its outputs exist", file=sys.stderr)
@@ -206,7 +226,7 @@ def process(args) -> int:
             x = torch.from_numpy(img.rgb).permute(2, 0, 1)[None].to(device)
             result = model.infer(
                 x,
-                budget=args.budget,
+                **knobs,
                 patch_size=args.patch,
                 stride=args.stride,
                 batch_size=args.batch_size,
@@ -258,6 +278,29 @@ def process(args) -> int:
             file=sys.stderr,
         )
     return 1 if failures else 0
+
+
+def _folder_price(model, args, files) -> float:
+    """One price for the whole folder (--budget-scope folder): every image routed without
+    running a branch, then the price at which they spend --budget together. Unreadable
+    images are left out here and reported by the main loop."""
+    import torch
+
+    from classsr_core.engine.pipeline import plan_routes
+    from classsr_core.errors import ClassSRError
+    from classsr_core.io.images import read_image
+    from classsr_core.routing.folder import folder_price
+
+    plans = []
+    for src in files:
+        try:
+            img = read_image(src, max_pixels=args.max_pixels)
+        except (ClassSRError, OSError, ValueError, MemoryError):
+            continue
+        x = torch.from_numpy(img.rgb).permute(2, 0, 1)[None]
+        options = {"patch_size": args.patch, "stride": args.stride, "halo": args.halo}
+        plans.append(plan_routes(model, x, mode=args.mode, router=args.router, **options))
+    return folder_price(plans, args.budget)
 
 
 run = process

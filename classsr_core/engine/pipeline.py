@@ -10,8 +10,11 @@ FLOPs and time are counted on the way, not estimated afterwards.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,8 +28,8 @@ from classsr_core.engine.run import Run
 from classsr_core.errors import InputError, PluginError
 from classsr_core.execution.base import Executor
 from classsr_core.plugins import get_registry, lookup
-from classsr_core.routing.base import Router
-from classsr_core.routing.policies import choose
+from classsr_core.routing.base import Router, Scores
+from classsr_core.routing.policies import capped, choose
 
 AMP = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -58,7 +61,9 @@ def infer(
     halo: int | None = None,
     max_cells: int | None = None,
     amp: str | None = None,
-    router: str | None = "classifier",
+    router: str | None = None,
+    tolerance: float | None = None,
+    price: float | None = None,
 ) -> InferResult:
     """Run a whole image through ``model`` (a :class:`~classsr_core.model.ClassWrapper`).
 
@@ -91,40 +96,38 @@ def infer(
         amp: ``"fp16"`` or ``"bf16"``: run the router and branches under ``torch.autocast``.
         router: a registered router (``classsr plugins``): ``"classifier"`` (the
             Class-Module, as the paper) or ``"edge"`` (the model's calibrated edge table;
-            no classifier runs). ``None``: the model's own default router.
+            no classifier runs). ``None``: the model's own default router (recorded in its
+            checkpoint; ``"classifier"`` if it records none).
+        tolerance: dB of expected loss against the widest branch (e.g. 0.05): the router's
+            calibrated price for it (the edge router; see docs/routing.md). The first knob
+            to reach for; ``budget`` fixes the FLOPs instead.
+        price: the trade-off of the router's utility per multiply-add per LR pixel (what a
+            tolerance or a folder budget resolves to); for tools, not a user knob.
     """
     t_start = time.perf_counter()
     options = {"blend": blend, "halo": halo, "max_cells": max_cells}
     executor, router_ = _check_options(model, mode, router, options, budget, amp, batch_size)
-    p = int(patch_size if patch_size is not None else model.patch_size)
-    s = int(stride if stride is not None else executor.default_stride(model, p))
-    x, kind = to_tensor(image, model.in_channels)
-    dev = torch.device(device) if device is not None else model_device(model)
-    if device is not None:
-        model.to(dev)
-    height, width = x.shape[-2:]
-    grid = patch_grid(height, width, p, s)
+    _check_knobs(budget, tolerance, price)
+    setup = _setup(model, image, executor, router_, patch_size, stride, batch_size, device)
+    x, kind, dev, grid, costs, sizes, p, s = setup
     forced = check_classes(classes, grid, len(model.branches))
-    costs = patch_costs(model, p, router_)
-    sizes = (
-        [int(batch_size)] * len(model.branches)
-        if batch_size is not None
-        else [default_batch_size(dev, f) for f in costs.branches]
-    )
     autocast = torch.autocast(dev.type, dtype=AMP[amp]) if amp else contextlib.nullcontext()
     with _eval_mode(model), torch.inference_mode(), autocast:
-        if dev.type == "cuda" and x.device.type == "cpu":
-            # One upload of the whole LR image (there are no per-patch copies): from
-            # pinned memory it is a DMA transfer that does not block the host.
-            x = x.pin_memory().to(dev, non_blocking=True)
-        lr = pad_to(x.to(dev, model_dtype(model)), grid.height, grid.width)
-        run = Run(model, lr, height, width, grid, costs, sizes, dev, kind == "numpy", options)
+        run = _open_run(model, x, kind, dev, grid, costs, sizes, options)
         t0 = run.now()
         scores = router_.score(run)
         executor.prepare(run)
         fraction_of = executor.fraction_of(run)
         routed = choose(
-            scores, len(grid), forced=forced, budget=budget, costs=costs, fraction_of=fraction_of
+            scores,
+            len(grid),
+            forced=forced,
+            budget=budget,
+            tolerance=tolerance,
+            price=price,
+            costs=costs,
+            fraction_of=fraction_of,
+            router=router_.name,
         )
         run.timings["classify"] = run.now() - t0
         hr, flops, fraction, tiles = executor.execute(run, routed)
@@ -149,13 +152,65 @@ def infer(
         batch_sizes=sizes,
         blend=blend,
         device=str(dev),
-        padding=(grid.height - height, grid.width - width),
+        padding=(grid.height - run.height, grid.width - run.width),
         flops_per_patch=costs,
         mode=executor.name,
         halos=run.info.get("halos", []),
         tiles=tiles,
         router=router_.name,
     )
+
+
+@dataclass
+class RoutePlan:
+    """An image routed but not run (:func:`plan_routes`): what a folder-wide price needs."""
+
+    scores: Scores | None
+    costs: PatchCosts
+    fraction_of: Callable[[np.ndarray], float] | None  # None: the per-patch sum is exact
+    num_patches: int
+    widest_flops: float  # the widest branch on this image, the fraction's denominator
+
+    def flops_at(self, price: float) -> float:
+        """Multiply-adds this image spends when routed at ``price`` (as infer(price=))."""
+        n = self.num_patches
+        assign = choose(self.scores, n, price=price, costs=self.costs, fraction_of=None)
+        assign = capped(assign.numpy(), len(self.costs.branches), self.fraction_of)
+        if self.fraction_of is not None:
+            return self.fraction_of(assign) * self.widest_flops
+        counts = np.bincount(assign, minlength=len(self.costs.branches)).tolist()
+        return self.costs.spent_on_patches(n, counts)[0]
+
+
+def plan_routes(
+    model,
+    image,
+    *,
+    mode: str = "patches",
+    router: str | None = None,
+    patch_size: int | None = None,
+    stride: int | None = None,
+    halo: int | None = None,
+    max_cells: int | None = None,
+    device: str | torch.device | None = None,
+) -> RoutePlan:
+    """Score ``image`` with ``router`` as :func:`infer` would, without running a branch: a
+    folder budget (:mod:`classsr_core.routing.folder`) finds one price for many images."""
+    options = {"blend": "mean", "halo": halo, "max_cells": max_cells}
+    executor, router_ = _check_options(model, mode, router, options, None, None, None)
+    setup = _setup(model, image, executor, router_, patch_size, stride, None, device)
+    x, kind, dev, grid, costs, sizes, p, s = setup
+    with _eval_mode(model), torch.inference_mode():
+        run = _open_run(model, x, kind, dev, grid, costs, sizes, options)
+        scores = router_.score(run)
+        executor.prepare(run)
+        fraction_of = executor.fraction_of(run)
+    run.lr = run._view = None  # keep the geometry, not the image
+    if fraction_of is not None:
+        widest = max(costs.per_pixel) * run.height * run.width
+    else:
+        widest = len(grid) * costs.widest
+    return RoutePlan(scores, costs, fraction_of, len(grid), float(widest))
 
 
 def get_router(model, name: str | None) -> Router:
@@ -201,6 +256,35 @@ def check_router(model, router: str | None):
     return r.state(model)
 
 
+def _setup(model, image, executor, router_, patch_size, stride, batch_size, device):
+    """The image as a tensor, the device, the grid, the costs and the batch sizes."""
+    p = int(patch_size if patch_size is not None else model.patch_size)
+    s = int(stride if stride is not None else executor.default_stride(model, p))
+    x, kind = to_tensor(image, model.in_channels)
+    dev = torch.device(device) if device is not None else model_device(model)
+    if device is not None:
+        model.to(dev)
+    grid = patch_grid(x.shape[-2], x.shape[-1], p, s)
+    costs = patch_costs(model, p, router_)
+    sizes = (
+        [int(batch_size)] * len(model.branches)
+        if batch_size is not None
+        else [default_batch_size(dev, f) for f in costs.branches]
+    )
+    return x, kind, dev, grid, costs, sizes, p, s
+
+
+def _open_run(model, x, kind, dev, grid, costs, sizes, options) -> Run:
+    """The run on the device (inside inference mode): the LR image uploaded and padded."""
+    if dev.type == "cuda" and x.device.type == "cpu":
+        # One upload of the whole LR image (there are no per-patch copies): from pinned
+        # memory it is a DMA transfer that does not block the host.
+        x = x.pin_memory().to(dev, non_blocking=True)
+    lr = pad_to(x.to(dev, model_dtype(model)), grid.height, grid.width)
+    height, width = x.shape[-2:]
+    return Run(model, lr, height, width, grid, costs, sizes, dev, kind == "numpy", options)
+
+
 def _check_options(model, mode, router, options, budget, amp, batch_size):
     if budget is not None and model.classifier is None:
         raise InputError("budget= needs a model with at least two branches to choose from")
@@ -216,6 +300,24 @@ def _check_options(model, mode, router, options, budget, amp, batch_size):
     if batch_size is not None and int(batch_size) < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     return executor, router_
+
+
+def _check_knobs(budget, tolerance, price) -> None:
+    given = [k for k, v in (("budget", budget), ("tolerance", tolerance)) if v is not None]
+    if len(given) > 1:
+        raise InputError("give budget= or tolerance=, not both: each sets the routing alone")
+    for name, value, low in (("tolerance", tolerance, 0.0), ("price", price, 0.0)):
+        if value is None:
+            continue
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            v = math.nan
+        if not (math.isfinite(v) and v >= low):
+            raise InputError(
+                f"{name} must be a finite number >= {low:g} (dB of expected loss against the "
+                f"widest branch, e.g. 0.05), got {value!r}"
+            )
 
 
 def _plugin(kind: str, name, what: str):

@@ -8,7 +8,9 @@ plugins by entry-point name.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import json
 import os
 import threading
 import warnings
@@ -156,11 +158,32 @@ class Registry:
         return sorted(self.entries[kind])
 
     def describe(self) -> list[dict]:
-        """The JSON shape of ``classsr plugins --json``."""
+        """The JSON shape of ``classsr plugins --json``: per plugin, the names it registered
+        by kind and, under ``"declared"``, what it declared for each of them: the metadata
+        JSON can hold (``width_arg``, ``scales``, ``paper_widths``, ``description``, ...),
+        callables and classes left out."""
+
+        def jsonable(meta: dict) -> dict:
+            out = {}
+            for key, value in meta.items():
+                # round-trip, so tuples read as the lists the JSON holds
+                with contextlib.suppress(TypeError, ValueError):
+                    out[key] = json.loads(json.dumps(value, allow_nan=False))
+            return out
+
         out = []
         for info in self.plugins.values():
             row = {"name": info.name, "dist": info.dist, "version": info.version}
             row.update({k: list(v) for k, v in info.registered.items()})
+            row["declared"] = {}
+            for kind, names in info.registered.items():
+                for name in names:
+                    entry = self.entries[kind].get(name)
+                    # a clash keeps the first plugin's entry: the others' metadata is unknown
+                    own = entry is not None and entry.plugin == info.name
+                    row["declared"].setdefault(kind, {})[name] = (
+                        jsonable(entry.metadata) if own else {}
+                    )
             if info.error:
                 row["error"] = info.error
             clashes = [

@@ -25,6 +25,9 @@ class Scores:
     ``utility``: ``(N, M)``, higher is better: what each branch is expected to be worth on
     each patch, for the budget policy (given as an array, or a function computed on first
     use). ``probs``: classifier probabilities ``(N, M)``, reported in the result.
+    ``tolerance_price``: for routers whose utility is minus an expected squared error
+    calibrated against the widest branch: the price (utility per multiply-add per pixel)
+    that keeps a ``tolerance`` in dB; ``None``: the router cannot honour ``tolerance=``.
     """
 
     def __init__(
@@ -32,10 +35,12 @@ class Scores:
         default: torch.Tensor,
         utility: np.ndarray | Callable[[], np.ndarray],
         probs: torch.Tensor | None = None,
+        tolerance_price: Callable[[float], float] | None = None,
     ) -> None:
         self.default = default
         self._utility = utility
         self.probs = probs
+        self.tolerance_price = tolerance_price
 
     @property
     def utility(self) -> np.ndarray:

@@ -1,8 +1,19 @@
 """Edge routing, after ARM (Chen et al., ECCV 2022): no classifier runs.
 
-Each patch's edge score (the mean absolute Laplacian of its luma) indexes a table of every
-branch's expected error there, measured once on calibration photos; a price per
-multiply-add trades that error against the branch's cost, and a budget sets the price.
+Each patch's edge score indexes a table of every branch's expected error there, measured
+once on calibration photos; a price per multiply-add trades that error against the
+branch's cost, and a tolerance (dB) or a budget sets the price.
+
+Two scores (the table records which one it was measured with):
+
+- ``gradient-max`` (the default since tables record it): the largest colour gradient in
+  the patch (central differences per RGB channel, magnitude, max over channels, max over
+  the patch; 18 multiply-adds a pixel). A maximum sees one thin edge in a flat patch and
+  an edge between two colours of equal brightness, which a luma mean averages away; on
+  26 unseen images it ranks what the widest branch gains over bicubic with Spearman 0.83
+  (docs/routing.md).
+- ``laplacian-mean``: the mean absolute Laplacian of the luma (8 multiply-adds a pixel),
+  the first edge tables' score.
 
 Why beside the Class-Module: for cheap backbones the Class-Module is a real share of the
 work (15% of FSRCNN-56's multiply-adds) while the score costs 8 multiply-adds a pixel; and
@@ -56,6 +67,45 @@ def patch_scores(emap: torch.Tensor, ys, xs, patch_size: int) -> torch.Tensor:
     return (total / (p * p)).reshape(-1).float()
 
 
+GRADIENT_MACS_PER_PIXEL = 18  # per RGB channel: 2 differences, 2 squares, 1 add, + max
+
+
+def gradient_map(x: torch.Tensor) -> torch.Tensor:
+    """``(N, C, H, W)`` -> ``(N, H, W)``: the colour gradient magnitude, the largest over
+    channels of ``sqrt(dx^2 + dy^2)`` with central differences (borders replicated)."""
+    g = F.pad(x.float(), (1, 1, 1, 1), mode="replicate")
+    dx = (g[..., 1:-1, 2:] - g[..., 1:-1, :-2]) * 0.5
+    dy = (g[..., 2:, 1:-1] - g[..., :-2, 1:-1]) * 0.5
+    return (dx.square() + dy.square()).sqrt().amax(dim=1)
+
+
+def patch_maxima(emap: torch.Tensor, ys, xs, patch_size: int) -> torch.Tensor:
+    """Max of an ``(H, W)`` map over every ``patch_size`` square whose top-left corner is
+    ``(ys[i], xs[j])``: ``(len(ys) * len(xs),)`` on the CPU, row-major. Rows first, then
+    columns: each pass reads the map about once."""
+    p = int(patch_size)
+    m = emap.detach().float().cpu()
+    rows = torch.stack([m[y : y + p].amax(dim=0) for y in ys])  # (R, W)
+    cols = torch.stack([rows[:, x : x + p].amax(dim=1) for x in xs], dim=1)  # (R, C)
+    return cols.reshape(-1)
+
+
+# name -> (per-pixel map, per-patch reduction, multiply-adds per pixel)
+STATISTICS = {
+    "laplacian-mean": (edge_map, patch_scores, EDGE_MACS_PER_PIXEL),
+    "gradient-max": (gradient_map, patch_maxima, GRADIENT_MACS_PER_PIXEL),
+}
+DEFAULT_STATISTIC = "gradient-max"
+
+
+def edge_scores(x: torch.Tensor, ys, xs, patch_size: int, statistic: str) -> np.ndarray:
+    """The ``statistic`` of every patch of ``x`` (``(1, C, H, W)``), row-major."""
+    if statistic not in STATISTICS:
+        raise InputError(f"unknown edge statistic {statistic!r}; choose one of {list(STATISTICS)}")
+    per_pixel, per_patch, _ = STATISTICS[statistic]
+    return per_patch(per_pixel(x)[0], ys, xs, patch_size).numpy()
+
+
 @dataclass(frozen=True)
 class EdgeTable:
     """Expected error of each branch by edge score, and the default price of cost.
@@ -63,8 +113,12 @@ class EdgeTable:
     ``edges``: ``B - 1`` increasing score boundaries (bin ``b`` holds scores in
     ``[edges[b-1], edges[b])``). ``mse``: ``B`` rows of ``M`` mean squared errors (images in
     [0, 1]), cheapest branch first. ``price``: the default trade-off, in squared error per
-    multiply-add per pixel, chosen on the calibration photos as the highest that loses at
-    most ``tolerance_db`` against the widest branch everywhere.
+    multiply-add per pixel: the price for ``tolerance_db``. ``statistic``: the edge score
+    the table was measured with (:data:`STATISTICS`). ``curve``: ``(price, mean_db,
+    worst_db)``, prices increasing: the mean and the worst loss against the widest branch
+    of the calibration images, each routed at that price by a table measured *without* it
+    (leave one image out), so ``tolerance=`` maps to a price by what held on images the
+    table had not seen.
     """
 
     edges: tuple[float, ...]
@@ -72,6 +126,12 @@ class EdgeTable:
     price: float
     tolerance_db: float
     patches: int = 0  # calibration patches the table was measured on
+    statistic: str = "laplacian-mean"  # what tables written before the field measured
+    curve: tuple[tuple[float, float, float], ...] = ()
+    # Interpolate linearly between bin centres instead of a step per bin: every patch in a
+    # bin then has its own expected error, so a price (a budget, a folder budget) moves
+    # patches one by one, not a whole bin at once. Tables written before: steps.
+    interpolate: bool = False
 
     def __post_init__(self) -> None:
         edges = np.asarray(self.edges, dtype=np.float64)
@@ -85,6 +145,29 @@ class EdgeTable:
             raise CheckpointError("edge table holds non-finite numbers; calibrate it again")
         if (np.diff(edges) <= 0).any():
             raise CheckpointError("edge table boundaries must increase; calibrate it again")
+        if self.statistic not in STATISTICS:
+            raise CheckpointError(
+                f"edge table: unknown statistic {self.statistic!r} (known: "
+                f"{', '.join(STATISTICS)}); this file needs a newer classsr"
+            )
+
+    def price_for(self, tolerance_db: float) -> float:
+        """The highest calibrated price at which the held-out images lost at most
+        ``tolerance_db`` on average and none more than twice that (a tolerance is a mean
+        that no single image may blow: the worst is what a user notices); the lowest
+        calibrated price if none is."""
+        if not self.curve:
+            raise InputError(
+                "this model's edge table has no tolerance curve (it was calibrated before "
+                "tolerance= existed): calibrate it again with `classsr calibrate`, or use "
+                "budget="
+            )
+        best = self.curve[0][0]
+        for price, mean, worst in self.curve:
+            if mean > tolerance_db or worst > 2 * tolerance_db:
+                break
+            best = price
+        return float(best)
 
     @property
     def num_branches(self) -> int:
@@ -92,8 +175,14 @@ class EdgeTable:
 
     def expected_mse(self, scores: np.ndarray) -> np.ndarray:
         """``(n, M)`` expected squared error of every branch for ``n`` edge scores."""
-        bins = np.searchsorted(np.asarray(self.edges), np.asarray(scores), side="right")
-        return np.asarray(self.mse, dtype=np.float64)[bins]
+        mse = np.asarray(self.mse, dtype=np.float64)
+        scores = np.asarray(scores, dtype=np.float64)
+        if self.interpolate and len(self.edges) >= 2:
+            edges = np.asarray(self.edges)
+            knots = np.concatenate([edges[:1], (edges[1:] + edges[:-1]) / 2, edges[-1:]])
+            return np.stack([np.interp(scores, knots, mse[:, j]) for j in range(mse.shape[1])], 1)
+        bins = np.searchsorted(np.asarray(self.edges), scores, side="right")
+        return mse[bins]
 
     def route(self, scores: np.ndarray, pixel_costs, price: float | None = None) -> np.ndarray:
         """Branch per patch minimising expected error + ``price`` x multiply-adds per pixel."""
@@ -108,6 +197,9 @@ class EdgeTable:
             "price": self.price,
             "tolerance_db": self.tolerance_db,
             "patches": self.patches,
+            "statistic": self.statistic,
+            "curve": [list(row) for row in self.curve],
+            "interpolate": self.interpolate,
         }
 
     @classmethod
@@ -119,6 +211,9 @@ class EdgeTable:
                 price=float(d["price"]),
                 tolerance_db=float(d["tolerance_db"]),
                 patches=int(d.get("patches", 0)),
+                statistic=str(d.get("statistic", "laplacian-mean")),
+                curve=tuple(tuple(float(v) for v in row) for row in d.get("curve", ())),
+                interpolate=bool(d.get("interpolate", False)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"unreadable edge table in the checkpoint ({exc})") from None
@@ -146,11 +241,16 @@ class EdgeRouter(Router):
             )
 
     def cost(self, model, patch_size: int) -> float:
-        return float(EDGE_MACS_PER_PIXEL * patch_size * patch_size)
+        macs = STATISTICS[self.state(model).statistic][2]
+        return float(macs * patch_size * patch_size)
 
     def score(self, run: Run) -> Scores:
         table = self.state(run.model)
         grid = run.grid
-        scores = patch_scores(edge_map(run.lr)[0], grid.ys, grid.xs, grid.patch_size).numpy()
+        scores = edge_scores(run.lr, grid.ys, grid.xs, grid.patch_size, table.statistic)
         default = table.route(scores, np.asarray(run.costs.per_pixel))
-        return Scores(torch.from_numpy(default), lambda: -table.expected_mse(scores))
+        return Scores(
+            torch.from_numpy(default),
+            lambda: -table.expected_mse(scores),
+            tolerance_price=table.price_for,
+        )

@@ -1,9 +1,12 @@
 """Policies: a router's scores -> one class per patch.
 
-``forced`` (the caller's classes), ``budget`` (the most expected quality for a FLOPs
-fraction; :mod:`classsr_core.routing.budget`), else the router's own ``default`` (argmax of
-the classifier, the edge table's calibrated price). Executors whose cost is not a sum over
-patches (regions: halos, merging) give ``fraction_of`` and the budget is searched on it.
+In this order: ``forced`` (the caller's classes); ``budget`` (the most expected quality
+for a FLOPs fraction; :mod:`classsr_core.routing.budget`); ``tolerance`` (dB of expected
+loss against the widest branch: the router's calibrated price for it); ``price`` (one
+trade-off of utility against multiply-adds, e.g. a folder budget's); else the router's own
+``default`` (argmax of the classifier, the edge table's calibrated price). Executors whose
+cost is not a sum over patches (regions: halos, merging) give ``fraction_of`` and the
+budget is searched on it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 import torch
 
 from classsr_core.engine.costs import PatchCosts
+from classsr_core.errors import InputError
 from classsr_core.routing.base import Scores
 from classsr_core.routing.budget import assign_budget, assign_utility
 
@@ -27,16 +31,32 @@ def choose(
     *,
     forced: torch.Tensor | None = None,
     budget: float | None = None,
+    tolerance: float | None = None,
+    price: float | None = None,
     costs: PatchCosts | None = None,
     fraction_of: Callable[[np.ndarray], float] | None = None,
+    router: str = "",
 ) -> torch.Tensor:
     """``(n,)`` classes on the CPU."""
     if forced is not None:
         return forced.cpu()
     if scores is None:
         return torch.zeros(n, dtype=torch.long)
+    if budget is None and tolerance is not None:
+        if scores.tolerance_price is None:
+            raise InputError(
+                f"router {router!r} cannot honour tolerance=: it has no calibrated error "
+                "estimate; use router='edge' on a calibrated model (`classsr calibrate`), "
+                "or budget="
+            )
+        price = scores.tolerance_price(float(tolerance))
+    if budget is None and price is not None:
+        costs.require_counted("price routing")
+        assign = route_at_price(scores.utility, costs.per_pixel, price)
+        return torch.from_numpy(capped(assign, len(costs.branches), fraction_of))
     if budget is None:
-        return scores.default.cpu()
+        default = scores.default.cpu().numpy()
+        return torch.from_numpy(capped(default, len(costs.branches), fraction_of))
     costs.require_counted("budget routing")
     if fraction_of is None:
         assign = assign_utility(
@@ -45,6 +65,22 @@ def choose(
     else:
         assign = search_budget(scores.utility, float(budget), costs, fraction_of)
     return torch.from_numpy(assign)
+
+
+def capped(assign: np.ndarray, m: int, fraction_of) -> np.ndarray:
+    """``assign``, or the widest branch everywhere when that costs less: an executor with
+    overheads (regions: a halo around every tile) can make a fragmented routing dearer than
+    running the best branch on the whole image, which is never worse."""
+    if fraction_of is None or m < 2:
+        return assign
+    widest = np.full_like(assign, m - 1)
+    return widest if fraction_of(assign) > fraction_of(widest) else assign
+
+
+def route_at_price(utility: np.ndarray, per_pixel, price: float) -> np.ndarray:
+    """The branch per patch maximising utility - ``price`` x multiply-adds per pixel."""
+    cost = np.asarray(per_pixel, dtype=np.float64)[None, :]
+    return np.argmax(np.asarray(utility, dtype=np.float64) - float(price) * cost, axis=1)
 
 
 def search_budget(utility: np.ndarray, budget: float, costs: PatchCosts, fraction_of) -> np.ndarray:
@@ -79,8 +115,6 @@ def assign_classes(
     if budget is None:
         return probs.argmax(dim=1)
     if costs is None or any(math.isnan(c) for c in costs["branches"]):
-        from classsr_core.errors import InputError
-
         raise InputError("budget routing needs the branches' FLOPs, which could not be counted")
     branches = list(costs["branches"])
     assign = assign_budget(

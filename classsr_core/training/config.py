@@ -14,7 +14,8 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, create_model, model_validator
 
 from classsr_core.config import StrictModel, load_yaml, validate
-from classsr_core.errors import ConfigError
+from classsr_core.errors import ClassSRError, ConfigError
+from classsr_core.plugins.registry import lookup
 
 STAGES = ("branches", "classifier", "joint")
 
@@ -218,8 +219,6 @@ class TrainConfig(StrictModel):
 
     # -- derived -----------------------------------------------------------------------
     def make_task(self):
-        from classsr_core.plugins.registry import lookup
-
         options = self.task.model_dump(exclude={"name"})
         return lookup("tasks", self.task.name).factory(**options)
 
@@ -238,8 +237,6 @@ class TrainConfig(StrictModel):
 
 def _task_model(name: str) -> type[StrictModel]:
     """The task section's model: ``name`` plus the plugin's own options."""
-    from classsr_core.plugins.registry import lookup
-
     entry = lookup("tasks", name)
     options = entry.metadata.get("config_model")
     if options is None:  # a plugin without options: only the name is allowed
@@ -286,9 +283,10 @@ def validate_train_config(
 
 def check_model_section(cfg: TrainConfig, source: str = "config") -> None:
     """Build the configured model on the meta device; errors become ConfigErrors."""
+    # Lazy: torch and the model stack take seconds to import; reading a config does not
+    # need them until the model section is checked.
     import torch
 
-    from classsr_core.errors import ClassSRError
     from classsr_core.model.wrapper import ClassWrapper
 
     try:

@@ -16,9 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from classsr_core.device import pick_device
 from classsr_core.errors import ConfigError, InputError
 from classsr_core.io.atomic import atomic_path
-from classsr_core.training.data import Store, write_manifest
+from classsr_core.model.loading import load_model
+from classsr_core.training.dataset import Store
+from classsr_core.training.prepare import write_manifest
 
 PSNR_CAP = 100.0  # a perfect reconstruction (flat sub-image) has infinite PSNR
 
@@ -60,9 +63,6 @@ def divide(
 ) -> dict[str, Any]:
     """Label every training sub-image of ``cfg``'s store; write labels and thresholds."""
     from tqdm import tqdm
-
-    from classsr_core.device import pick_device
-    from classsr_core.model.loading import load_model
 
     store = Store(cfg.store_dir)
     task = cfg.make_task()

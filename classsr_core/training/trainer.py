@@ -4,7 +4,7 @@
    with one width is the "-O" baseline: its one branch trains on all sub-images. With
    ``shared_weights`` the branches are slices of one supernet, so training them one after
    another would let each overwrite the others; instead every step trains one width
-   (:func:`classsr_core.data.width_at`) on a batch of its own class.
+   (:func:`classsr_core.training.samplers.width_at`) on a batch of its own class.
 2. ``classifier``: the branches are frozen (their norm layers in eval mode, unlike the
    official code) and the Class-Module trains with :class:`ClassSRLoss` on the soft mix.
 3. ``joint``: everything trains with the same loss.
@@ -32,11 +32,20 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
 
+from classsr_core.engine import patch_grid
 from classsr_core.errors import CheckpointError, ClassSRError, ConfigError
 from classsr_core.io.atomic import atomic_path
 from classsr_core.io.checkpoint import load_into, read_checkpoint, save_state
+from classsr_core.model.wrapper import ClassWrapper
+from classsr_core.training import distributed
 from classsr_core.training.config import STAGES, StageSection, TrainConfig
+from classsr_core.training.data import ensure_data
+from classsr_core.training.dataset import PairDataset, Store
+from classsr_core.training.losses import ClassSRLoss
+from classsr_core.training.samplers import ShardedBatchSampler, WidthSampler, width_at
 
 STATE_DIR = "state"
 FINAL = "model.safetensors"
@@ -57,6 +66,34 @@ class StageResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass
+class _Part:
+    """One call of :meth:`Trainer.fit`: what trains, with what, and how far it got."""
+
+    stage: str
+    part: int
+    scfg: StageSection
+    trainable: nn.Module  # what the optimiser updates
+    runner: nn.Module  # what the forward calls (DDP-wrapped when distributed)
+    optimizer: Any
+    scheduler: Any
+    ema: Any  # timm ModelEmaV3 or None
+    criterion: ClassSRLoss | None  # None: plain L1 (stage 1)
+    shared: bool  # shared-weight stage 1: each step trains the width of width_at(t)
+    widths: list[int]  # the branches that train when shared, by index
+    width_seed: tuple[int, ...]
+    label: str
+    start: int  # the iteration this call starts at
+    done: int  # iterations finished so far
+    history: list[dict] = field(default_factory=list)
+    sums: dict[str, Any] = field(default_factory=dict)  # loss sums since the last log line
+    n_sum: int = 0
+
+    @property
+    def iters(self) -> int:
+        return self.scfg.iterations
+
+
 def stages_for(cfg: TrainConfig, stage: str) -> list[str]:
     m = cfg.model.num_branches
     if stage == "all":
@@ -71,40 +108,6 @@ def stages_for(cfg: TrainConfig, stage: str) -> list[str]:
     return [stage]
 
 
-def _labels_fit(cfg: TrainConfig, div: dict[str, Any] | None) -> bool:
-    """Do the store's labels split the data the way this config asks?"""
-    if div is None:
-        return False
-    m = cfg.model.num_branches
-    ratios = np.asarray(cfg.divide.ratios or [1.0] * m, dtype=np.float64)
-    have = np.asarray(div["ratios"], dtype=np.float64)
-    return len(have) == m and np.allclose(have / have.sum(), ratios / ratios.sum())
-
-
-def ensure_data(cfg: TrainConfig, stages: list[str], progress: bool, is_main: bool) -> None:
-    """Run ``prepare`` and ``divide`` when their results are missing or do not fit."""
-    from classsr_core.training.data import MANIFEST, Store, prepare, read_manifest
-
-    root = cfg.store_dir
-    ready = (root / MANIFEST).is_file() and read_manifest(root).get("train", {}).get("complete")
-    needs_labels = "branches" in stages and cfg.model.num_branches > 1
-    labelled = ready and _labels_fit(cfg, Store(root).divide_info())
-    if ready and (labelled or not needs_labels):
-        return
-    if not is_main:  # rank 0 failed to make them (it runs first)
-        raise ClassSRError(
-            f"the data at {root} is not prepared; run `classsr prepare CONFIG` and "
-            "`classsr divide CONFIG` before launching with torchrun"
-        )
-    if not ready:
-        print(f"preparing sub-images in {root} ...")
-        print(json.dumps(prepare(cfg, progress=progress)))
-    if needs_labels and not _labels_fit(cfg, Store(root).divide_info()):
-        from classsr_core.training.divide import divide
-
-        divide(cfg, progress=progress)
-
-
 class Trainer:
     """Runs stages of one config. ``callback(event)`` is called after every iteration
     (tests use it to simulate a crash)."""
@@ -117,8 +120,6 @@ class Trainer:
         progress: bool = True,
         callback: Callable[[dict[str, Any]], None] | None = None,
     ):
-        from classsr_core.training import distributed
-
         self.cfg = cfg
         self.resume = resume
         self.callback = callback
@@ -155,8 +156,6 @@ class Trainer:
 
     # -- model ---------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        from classsr_core.model.wrapper import ClassWrapper
-
         torch.manual_seed(self.cfg.seed)  # same initial weights on every rank and every run
         return ClassWrapper(
             scale=self.task.scale, trust_code=self.cfg.trust_code, **self.cfg.model.wrapper_kwargs()
@@ -252,10 +251,16 @@ class Trainer:
 
     # -- one stage -----------------------------------------------------------------------
     def run_stage(self, stage: str) -> StageResult:
-        from classsr_core.training.data import PairDataset, Store
+        scfg: StageSection = getattr(self.cfg.stages, stage)
+        point = self._begin_stage(stage, scfg)
+        store = Store(self.cfg.store_dir)
+        val, history = self._train_parts(stage, scfg, store, point)
+        path = self._finish_stage(stage, scfg, store, val)
+        return StageResult(stage, path, val, history)
 
-        cfg = self.cfg
-        scfg: StageSection = getattr(cfg.stages, stage)
+    def _begin_stage(self, stage: str, scfg: StageSection) -> ResumePoint:
+        """A fresh model with the stage's starting weights (or its saved state) on the
+        device; returns where training continues."""
         self.model = self.build_model()
         point = self._load_resume(stage) if self.resume else None
         if point is None:
@@ -266,38 +271,52 @@ class Trainer:
         else:
             self._say(f"[{stage}] resuming at part {point.part}, iteration {point.iteration}")
         self.model.to(self.device)
+        return point
 
-        store = Store(cfg.store_dir)
+    def _train_parts(
+        self, stage: str, scfg: StageSection, store: Store, point: ResumePoint
+    ) -> tuple[dict | None, list[dict]]:
+        """Fit every part of the stage on its sub-images; ``(last validation, history)``."""
         dataset = PairDataset(store)
-        m = self.model.num_classes
-        history: list[dict] = []
-        val = None
         if stage == "branches" and self._shared():
             labels = store.labels()
             # A parameter-free branch (FSRCNN width 0: the skip alone) has nothing to train:
             # the schedule samples among the others.
             per_class = {k: np.flatnonzero(labels == k) for k in self._trainable_branches()}
             _check_classes(per_class)
-            val, history = self.fit(stage, 0, scfg, dataset, per_class, point)
-        elif stage == "branches":
-            labels = store.labels() if m > 1 else np.zeros(len(store), dtype=np.int8)
-            trainable = self._trainable_branches()
-            for k in range(point.part, m):
-                if k not in trainable:
-                    # e.g. FSRCNN width 0 (the bicubic skip alone): nothing to learn
-                    self._say(f"[{stage}] branch {k + 1}/{m} has no parameters: nothing to train")
-                    continue
-                indices = np.flatnonzero(labels == k)
-                _check_classes({k: indices})
-                start = point if k == point.part else ResumePoint(part=k)
-                val, hist = self.fit(stage, k, scfg, dataset, indices, start)
-                history += hist
-        else:
-            indices = np.arange(len(store))
-            val, history = self.fit(stage, 0, scfg, dataset, indices, point)
+            return self.fit(stage, 0, scfg, dataset, per_class, point)
+        if stage == "branches":
+            return self._fit_branches(scfg, store, dataset, point)
+        indices = np.arange(len(store))
+        return self.fit(stage, 0, scfg, dataset, indices, point)
 
+    def _fit_branches(
+        self, scfg: StageSection, store: Store, dataset: PairDataset, point: ResumePoint
+    ) -> tuple[dict | None, list[dict]]:
+        """Stage 1 without shared weights: each branch alone on its class, in turn."""
+        stage = "branches"
+        m = self.model.num_classes
+        labels = store.labels() if m > 1 else np.zeros(len(store), dtype=np.int8)
+        trainable = self._trainable_branches()
+        history: list[dict] = []
+        val = None
+        for k in range(point.part, m):
+            if k not in trainable:
+                # e.g. FSRCNN width 0 (the bicubic skip alone): nothing to learn
+                self._say(f"[{stage}] branch {k + 1}/{m} has no parameters: nothing to train")
+                continue
+            indices = np.flatnonzero(labels == k)
+            _check_classes({k: indices})
+            start = point if k == point.part else ResumePoint(part=k)
+            val, hist = self.fit(stage, k, scfg, dataset, indices, start)
+            history += hist
+        return val, history
+
+    def _finish_stage(self, stage: str, scfg: StageSection, store: Store, val: dict | None) -> Path:
+        """Write the stage's output (and ``model.safetensors``), drop its resume state."""
         path = self.out / f"{stage}.safetensors"
         if self.ctx.is_main:
+            m = self.model.num_classes
             last = m - 1 if stage == "branches" and not self._shared() else 0
             meta = self._meta(stage, last, scfg.iterations, True)
             if val is not None:
@@ -311,7 +330,7 @@ class Trainer:
                 p.unlink(missing_ok=True)
             self._say(f"[{stage}] done: {path}")
         self.ctx.barrier()
-        return StageResult(stage, path, val, history)
+        return path
 
     def _trainable_branches(self) -> list[int]:
         return [k for k, b in enumerate(self.model.branches) if any(True for _ in b.parameters())]
@@ -346,6 +365,7 @@ class Trainer:
         else:
             model.train()
 
+    # -- one part of a stage -------------------------------------------------------------
     def fit(
         self,
         stage: str,
@@ -357,69 +377,73 @@ class Trainer:
     ) -> tuple[dict | None, list[dict]]:
         """Train ``part`` of ``stage`` on the sub-images ``indices`` (``{class: array}`` when
         a shared-weight stage 1 samples a width per step)."""
-        from timm.optim import create_optimizer_v2
-        from timm.scheduler import CosineLRScheduler
-        from timm.utils import ModelEmaV3
-        from torch.utils.data import DataLoader
-        from tqdm import tqdm
-
-        from classsr_core.training.data import ShardedBatchSampler, WidthSampler, width_at
-        from classsr_core.training.losses import ClassSRLoss
-
-        ctx, model = self.ctx, self.model
-        if scfg.batch_size % ctx.world:
+        if scfg.batch_size % self.ctx.world:
             raise ConfigError(
                 f"stages.{stage}.batch_size ({scfg.batch_size}) must be divisible by the "
-                f"number of processes ({ctx.world})"
+                f"number of processes ({self.ctx.world})"
             )
+        run = self._setup_part(stage, part, scfg, indices, start)
+        loader = self._loader(dataset, self._batch_sampler(run, indices))
+        self._train_loop(run, loader)
+        return self._finish_part(run), run.history
+
+    def _setup_part(
+        self,
+        stage: str,
+        part: int,
+        scfg: StageSection,
+        indices: np.ndarray | dict[int, np.ndarray],
+        start: ResumePoint,
+    ) -> _Part:
+        """Freeze all but what trains; optimiser, scheduler and EMA, restored on resume."""
         trainable, net = self._parts(stage, part)
-        for p in model.parameters():
+        for p in self.model.parameters():
             p.requires_grad_(False)
         for p in trainable.parameters():
             p.requires_grad_(True)
-
-        opt_kwargs: dict[str, Any] = {}
-        if "adam" in scfg.optimizer.lower() or scfg.optimizer.lower() in ("lamb", "lion", "adan"):
-            opt_kwargs["betas"] = tuple(scfg.betas)
-        optimizer = create_optimizer_v2(
-            trainable,
-            opt=scfg.optimizer,
-            lr=scfg.lr,
-            weight_decay=scfg.weight_decay,
-            **opt_kwargs,
-        )
-        iters = scfg.iterations
-        period = scfg.lr_period or max(1, math.ceil((iters - scfg.warmup) / scfg.lr_cycles))
-        scheduler = CosineLRScheduler(
-            optimizer,
-            t_initial=period,
-            lr_min=scfg.lr_min,
-            cycle_limit=scfg.lr_cycles,
-            cycle_decay=scfg.lr_cycle_decay,
-            warmup_t=scfg.warmup,
-            warmup_lr_init=scfg.lr_min,
-            warmup_prefix=True,
-            t_in_epochs=False,
-        )
-        ema = (
-            ModelEmaV3(trainable, decay=scfg.ema_decay, use_warmup=True) if scfg.ema_decay else None
-        )
+        optimizer = _make_optimizer(scfg, trainable)
+        scheduler = _make_scheduler(scfg, optimizer)
+        ema = _make_ema(scfg, trainable)
         if start.extra is not None:
             optimizer.load_state_dict(start.extra["optimizer"])
             scheduler.load_state_dict(start.extra["scheduler"])
             if ema is not None and start.extra.get("ema") is not None:
                 ema.module.load_state_dict(start.extra["ema"])
             _set_rng(start.extra["rng"])
-
-        runner = net
-        if ctx.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            runner = DistributedDataParallel(net, device_ids=ids)
-
-        stage_index = STAGES.index(stage)
         shared = stage == "branches" and self._shared()
+        return _Part(
+            stage=stage,
+            part=part,
+            scfg=scfg,
+            trainable=trainable,
+            runner=self._distributed(net),
+            optimizer=optimizer,
+            scheduler=scheduler,
+            ema=ema,
+            criterion=ClassSRLoss(**scfg.loss.model_dump()) if stage != "branches" else None,
+            shared=shared,
+            widths=sorted(indices) if shared else [],
+            width_seed=(self.cfg.seed, STAGES.index(stage), 1000),  # apart from parts 0..M-1
+            label=_label(stage, part, self.model.num_classes, shared),
+            start=start.iteration,
+            done=start.iteration,
+        )
+
+    def _distributed(self, net: nn.Module) -> nn.Module:
+        if not self.ctx.distributed:
+            return net
+        # Lazy: DistributedDataParallel is needed only when a process group runs.
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(net, device_ids=ids)
+
+    def _batch_sampler(
+        self, run: _Part, indices: np.ndarray | dict[int, np.ndarray]
+    ) -> ShardedBatchSampler | WidthSampler:
+        """This rank's batches, a function of ``(seed, stage, part, iteration)``."""
+        ctx, scfg = self.ctx, run.scfg
+        stage_index = STAGES.index(run.stage)
 
         def sampler_for(idx: np.ndarray, part: int, start: int) -> ShardedBatchSampler:
             return ShardedBatchSampler(
@@ -432,144 +456,163 @@ class Trainer:
                 augment=scfg.augment,
             )
 
-        width_seed = (self.cfg.seed, stage_index, 1000)  # apart from parts 0..M-1
-        if shared:
-            widths = sorted(indices)  # the branches that train, by index
-            per_class = [sampler_for(indices[k], k, 0) for k in widths]
-            sampler = WidthSampler(per_class, width_seed, start=start.iteration)
-        else:
-            sampler = sampler_for(indices, part, start.iteration)
+        if run.shared:
+            per_class = [sampler_for(indices[k], k, 0) for k in run.widths]
+            return WidthSampler(per_class, run.width_seed, start=run.start)
+        return sampler_for(indices, run.part, run.start)
+
+    def _loader(self, dataset, sampler) -> DataLoader:
         workers = self.cfg.num_workers
         if workers is None:
             workers = 4 if self.device.type == "cuda" else 0
-        loader = DataLoader(
+        return DataLoader(
             dataset,
             batch_sampler=sampler,
             num_workers=workers,
             pin_memory=self.device.type == "cuda",
         )
-        criterion = ClassSRLoss(**scfg.loss.model_dump()) if stage != "branches" else None
-        label = _label(stage, part, model.num_classes, shared)
+
+    def _train_loop(self, run: _Part, loader: DataLoader) -> None:
+        """Iterations ``run.start`` .. ``iterations``; Ctrl-C saves the state first."""
         bar = tqdm(
-            total=iters,
-            initial=start.iteration,
-            desc=label,
+            total=run.iters,
+            initial=run.start,
+            desc=run.label,
             unit="it",
             disable=not self.progress,
             dynamic_ncols=True,
         )
-        history: list[dict] = []
-        sums: dict[str, float] = {}
-        n_sum = 0
-        done = start.iteration
-        val = None
         it = iter(loader)
         try:
-            self._set_train_mode(stage, part)
-            for t in range(start.iteration, iters):
+            self._set_train_mode(run.stage, run.part)
+            for t in range(run.start, run.iters):
                 lr_u8, hr_u8 = next(it)
-                lr = lr_u8.to(self.device, non_blocking=True).float().div_(255.0)
-                hr = hr_u8.to(self.device, non_blocking=True).float().div_(255.0)
-                if shared:
-                    out = runner(lr, widths[width_at(t, len(widths), width_seed)])
-                    loss = nn.functional.l1_loss(out, hr)
-                    parts = {"l1": loss}
-                elif criterion is None:
-                    out = runner(lr)
-                    loss = nn.functional.l1_loss(out, hr)
-                    parts = {"l1": loss}
-                else:
-                    out, probs = runner(lr)
-                    parts = criterion(out, hr, probs)
-                    loss = parts["total"]
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if scfg.grad_clip:
-                    nn.utils.clip_grad_norm_(trainable.parameters(), scfg.grad_clip)
-                optimizer.step()
-                scheduler.step_update(num_updates=t + 1)
-                if ema is not None:
-                    ema.update(trainable, step=t + 1)
-                done = t + 1
-
-                # Loss values stay on the device between log lines: no sync per iteration.
-                for k, v in parts.items():
-                    sums[k] = sums.get(k, 0.0) + v.detach()
-                n_sum += 1
-                if done % 10 == 0 or done == iters or done == start.iteration + 1:
-                    value = float(loss.detach())
-                    if not math.isfinite(value):
-                        raise ClassSRError(
-                            f"[{label}] the loss became {value} at iteration {done}; lower "
-                            f"stages.{stage}.lr (now {scfg.lr}) or set grad_clip"
-                        )
-                    bar.set_postfix(loss=f"{value:.4g}", refresh=False)
-                bar.update(1)
-                if done % scfg.log_every == 0 or done == iters:
-                    rec = {
-                        "stage": stage,
-                        "part": part,
-                        "iteration": done,
-                        "lr": optimizer.param_groups[0]["lr"],
-                        **{k: float(v) / n_sum for k, v in sums.items()},
-                    }
-                    history.append(rec)
-                    self._log(rec, echo=not self.progress)
-                    sums, n_sum = {}, 0
-                if scfg.val_every and done % scfg.val_every == 0 and done != iters:
-                    with _swapped(trainable, ema):
-                        self._validate(stage, part, done)
-                    self._set_train_mode(stage, part)
-                if done % scfg.save_every == 0 and done != iters:
-                    self._save_state(stage, part, done, optimizer, scheduler, ema)
-                if self.callback is not None:
-                    self.callback({"stage": stage, "part": part, "iteration": done})
+                loss, parts = self._train_step(run, t, lr_u8, hr_u8)
+                run.done = t + 1
+                self._record(run, loss, parts, bar)
+                self._after_step(run)
         except KeyboardInterrupt:
-            if not ctx.distributed and done > start.iteration:
-                self._save_state(stage, part, done, optimizer, scheduler, ema)
-                bar.write(f"[{label}] state saved at iteration {done}; continue with --resume")
+            if not self.ctx.distributed and run.done > run.start:
+                self._save_state(run, run.done)
+                bar.write(
+                    f"[{run.label}] state saved at iteration {run.done}; continue with --resume"
+                )
             raise
         finally:
             bar.close()
             del it
 
-        if ema is not None:  # the stage's product is the averaged weights
-            trainable.load_state_dict(ema.module.state_dict())
+    def _train_step(
+        self, run: _Part, t: int, lr_u8: torch.Tensor, hr_u8: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One optimiser step on one batch; returns the loss and its parts."""
+        lr = lr_u8.to(self.device, non_blocking=True).float().div_(255.0)
+        hr = hr_u8.to(self.device, non_blocking=True).float().div_(255.0)
+        if run.shared:
+            out = run.runner(lr, run.widths[width_at(t, len(run.widths), run.width_seed)])
+            loss = nn.functional.l1_loss(out, hr)
+            parts = {"l1": loss}
+        elif run.criterion is None:
+            out = run.runner(lr)
+            loss = nn.functional.l1_loss(out, hr)
+            parts = {"l1": loss}
+        else:
+            out, probs = run.runner(lr)
+            parts = run.criterion(out, hr, probs)
+            loss = parts["total"]
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if run.scfg.grad_clip:
+            nn.utils.clip_grad_norm_(run.trainable.parameters(), run.scfg.grad_clip)
+        run.optimizer.step()
+        run.scheduler.step_update(num_updates=t + 1)
+        if run.ema is not None:
+            run.ema.update(run.trainable, step=t + 1)
+        return loss, parts
+
+    def _record(self, run: _Part, loss: torch.Tensor, parts: dict, bar) -> None:
+        """Sum the loss parts, check the loss now and then, write a log line every
+        ``log_every`` iterations."""
+        # Loss values stay on the device between log lines: no sync per iteration.
+        for k, v in parts.items():
+            run.sums[k] = run.sums.get(k, 0.0) + v.detach()
+        run.n_sum += 1
+        done = run.done
+        if done % 10 == 0 or done == run.iters or done == run.start + 1:
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise ClassSRError(
+                    f"[{run.label}] the loss became {value} at iteration {done}; lower "
+                    f"stages.{run.stage}.lr (now {run.scfg.lr}) or set grad_clip"
+                )
+            bar.set_postfix(loss=f"{value:.4g}", refresh=False)
+        bar.update(1)
+        if done % run.scfg.log_every == 0 or done == run.iters:
+            rec = {
+                "stage": run.stage,
+                "part": run.part,
+                "iteration": done,
+                "lr": run.optimizer.param_groups[0]["lr"],
+                **{k: float(v) / run.n_sum for k, v in run.sums.items()},
+            }
+            run.history.append(rec)
+            self._log(rec, echo=not self.progress)
+            run.sums, run.n_sum = {}, 0
+
+    def _after_step(self, run: _Part) -> None:
+        """Validation and resume state every ``val_every`` / ``save_every`` iterations (the
+        last is left to :meth:`_finish_part`), then the callback."""
+        done, scfg = run.done, run.scfg
+        if scfg.val_every and done % scfg.val_every == 0 and done != run.iters:
+            with _swapped(run.trainable, run.ema):
+                self._validate(run.stage, run.part, done)
+            self._set_train_mode(run.stage, run.part)
+        if done % scfg.save_every == 0 and done != run.iters:
+            self._save_state(run, done)
+        if self.callback is not None:
+            self.callback({"stage": run.stage, "part": run.part, "iteration": done})
+
+    def _finish_part(self, run: _Part) -> dict | None:
+        """The trained (EMA) weights in place, validated; returns the validation record."""
+        model = self.model
+        if run.ema is not None:  # the stage's product is the averaged weights
+            run.trainable.load_state_dict(run.ema.module.state_dict())
         for p in model.parameters():
             p.requires_grad_(True)
-        if shared:  # every width, each on every patch; the widest's record is the stage's
+        if run.shared:  # every width, each on every patch; the widest's record is the stage's
             for k in range(model.num_classes):
-                val = self._validate(stage, k, iters)
+                val = self._validate(run.stage, k, run.iters)
         else:
-            val = self._validate(stage, part, iters)
-        if stage == "branches" and not shared and part + 1 < model.num_classes and ctx.is_main:
+            val = self._validate(run.stage, run.part, run.iters)
+        last_branch = run.part + 1 >= model.num_classes
+        if run.stage == "branches" and not run.shared and not last_branch and self.ctx.is_main:
             # Between branches: weights so far, no optimiser state (the next branch is fresh).
-            self._save_weights_state(stage, part + 1, 0)
-        ctx.barrier()
-        return val, history
+            self._save_weights_state(run.stage, run.part + 1, 0)
+        self.ctx.barrier()
+        return val
 
     # -- saving --------------------------------------------------------------------------
     def _save_weights_state(self, stage: str, part: int, iteration: int) -> None:
         weights, _ = self._state_paths(stage)
         save_state(self.model.state_dict(), weights, self._meta(stage, part, iteration, False))
 
-    def _save_state(self, stage, part, iteration, optimizer, scheduler, ema) -> None:
+    def _save_state(self, run: _Part, iteration: int) -> None:
         if not self.ctx.is_main:
             return
-        weights, extra_path = self._state_paths(stage)
+        weights, extra_path = self._state_paths(run.stage)
         extra = {
-            "part": part,
+            "part": run.part,
             "iteration": iteration,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": _plain_state(scheduler.state_dict()),
-            "ema": ema.module.state_dict() if ema is not None else None,
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": _plain_state(run.scheduler.state_dict()),
+            "ema": run.ema.module.state_dict() if run.ema is not None else None,
             "rng": _get_rng(),
         }
         # The extra state first: a crash between the two writes leaves the older weights,
         # which _load_resume detects by their differing iteration.
         with atomic_path(extra_path) as tmp:
             torch.save(extra, tmp)
-        self._save_weights_state(stage, part, iteration)
+        self._save_weights_state(run.stage, run.part, iteration)
 
     # -- validation ----------------------------------------------------------------------
     @torch.no_grad()
@@ -577,34 +620,22 @@ class Trainer:
         """Mean PSNR / SSIM over whole validation images, class ratios, FLOPs fraction."""
         if not self.ctx.is_main:
             return None
-        from classsr_core.training.data import Store
-
         images = Store(self.cfg.store_dir).val_images(self.cfg.validation.max_images)
         if not images:
             return None
-        from classsr_core.engine import patch_grid
-
         model = self.model
         # Stage 1 checks one branch: every patch is routed to it (the classifier still runs
         # and is counted, so the FLOPs fraction is what this branch would cost in the model).
-        force = stage == "branches" and model.num_classes > 1
+        force = part if stage == "branches" and model.num_classes > 1 else None
         t0 = time.perf_counter()
         psnrs, ssims, fractions, weights = [], [], [], []
         counts = np.zeros(model.num_classes, dtype=np.int64)
         for _, lr8, hr8 in images:
-            x = torch.from_numpy(lr8).permute(2, 0, 1)[None].float().div(255.0).to(self.device)
-            options = {}
-            if force:
-                n = len(patch_grid(x.shape[2], x.shape[3], model.patch_size, model.stride))
-                options["classes"] = np.full(n, part)
-            result = model.infer(x, **options)  # restores every module's train/eval flag
-            out = result.output[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-            score = self.task.score(out, hr8.astype(np.float32) / 255.0)
+            score, cc, fraction = self._val_image(lr8, hr8, force)
             psnrs.append(score["psnr"])
             ssims.append(score["ssim"])
-            cc = np.asarray(result.class_counts, dtype=np.int64)
             counts += cc
-            fractions.append(float(result.flops_fraction))
+            fractions.append(fraction)
             weights.append(int(cc.sum()))
         total = max(int(counts.sum()), 1)
         rec = {
@@ -618,16 +649,36 @@ class Trainer:
             "val_images": len(images),
             "val_seconds": round(time.perf_counter() - t0, 2),
         }
-        label = _label(stage, part, model.num_classes, False)
+        self._log_val(rec)
+        return rec
+
+    def _val_image(
+        self, lr8: np.ndarray, hr8: np.ndarray, force: int | None
+    ) -> tuple[dict[str, float], np.ndarray, float]:
+        """One validation image through ``infer`` (every patch to branch ``force`` unless
+        None): its scores, class counts and FLOPs fraction."""
+        model = self.model
+        x = torch.from_numpy(lr8).permute(2, 0, 1)[None].float().div(255.0).to(self.device)
+        options = {}
+        if force is not None:
+            n = len(patch_grid(x.shape[2], x.shape[3], model.patch_size, model.stride))
+            options["classes"] = np.full(n, force)
+        result = model.infer(x, **options)  # restores every module's train/eval flag
+        out = result.output[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+        score = self.task.score(out, hr8.astype(np.float32) / 255.0)
+        cc = np.asarray(result.class_counts, dtype=np.int64)
+        return score, cc, float(result.flops_fraction)
+
+    def _log_val(self, rec: dict[str, Any]) -> None:
+        label = _label(rec["stage"], rec["part"], self.model.num_classes, False)
         ratios = "/".join(f"{100 * r:.0f}%" for r in rec["class_ratios"])
         self._log(
             rec,
             echo=True,
-            text=f"[{label}] iter {iteration}: val PSNR {rec['val_psnr']:.2f} dB, "
+            text=f"[{label}] iter {rec['iteration']}: val PSNR {rec['val_psnr']:.2f} dB, "
             f"SSIM {rec['val_ssim']:.4f}, classes {ratios}, "
             f"FLOPs {100 * rec['flops_fraction']:.0f}% of the widest branch",
         )
-        return rec
 
     # -- logging -------------------------------------------------------------------------
     def _log(self, rec: dict, echo: bool, text: str | None = None) -> None:
@@ -637,8 +688,6 @@ class Trainer:
         with open(self.log_path, "a") as f:
             f.write(json.dumps(rec) + "\n")
         if echo:
-            from tqdm import tqdm
-
             if text is None:
                 text = " ".join(
                     f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()
@@ -703,6 +752,50 @@ def _swapped(module: nn.Module, ema):
         yield
     finally:
         module.load_state_dict(backup)
+
+
+def _make_optimizer(scfg: StageSection, trainable: nn.Module):
+    # Lazy: timm is heavy, and only a training stage needs it.
+    from timm.optim import create_optimizer_v2
+
+    opt_kwargs: dict[str, Any] = {}
+    if "adam" in scfg.optimizer.lower() or scfg.optimizer.lower() in ("lamb", "lion", "adan"):
+        opt_kwargs["betas"] = tuple(scfg.betas)
+    return create_optimizer_v2(
+        trainable,
+        opt=scfg.optimizer,
+        lr=scfg.lr,
+        weight_decay=scfg.weight_decay,
+        **opt_kwargs,
+    )
+
+
+def _make_scheduler(scfg: StageSection, optimizer):
+    """Cosine with warm-up and ``lr_cycles`` restarts, stepped per iteration."""
+    from timm.scheduler import CosineLRScheduler  # lazy: timm is heavy
+
+    iters = scfg.iterations
+    period = scfg.lr_period or max(1, math.ceil((iters - scfg.warmup) / scfg.lr_cycles))
+    return CosineLRScheduler(
+        optimizer,
+        t_initial=period,
+        lr_min=scfg.lr_min,
+        cycle_limit=scfg.lr_cycles,
+        cycle_decay=scfg.lr_cycle_decay,
+        warmup_t=scfg.warmup,
+        warmup_lr_init=scfg.lr_min,
+        warmup_prefix=True,
+        t_in_epochs=False,
+    )
+
+
+def _make_ema(scfg: StageSection, trainable: nn.Module):
+    """timm's ModelEmaV3 of what trains, or None without ``ema_decay``."""
+    if not scfg.ema_decay:
+        return None
+    from timm.utils import ModelEmaV3  # lazy: timm is heavy
+
+    return ModelEmaV3(trainable, decay=scfg.ema_decay, use_warmup=True)
 
 
 def _plain_state(state: dict) -> dict:
