@@ -16,6 +16,7 @@ from torch import nn
 from classsr_core.device import pick_device
 from classsr_core.errors import CheckpointError, InputError, UntrustedCodeError
 from classsr_core.io.checkpoint import load_into, read_checkpoint, shipped_models
+from classsr_core.model.spec import spec_from_checkpoint
 from classsr_core.model.wrapper import ClassWrapper
 from classsr_core.plugins import lookup
 
@@ -45,12 +46,9 @@ def load_model(
             )
         path = shipped[str(name_or_path)]
     state, meta = read_checkpoint(path)
-    spec = dict(meta["model"])
-    if "trust_code" in spec:  # consent is the caller's to give, never the file's
-        raise CheckpointError(f"{path}: its model config sets trust_code; refused")
-    backbone = spec.pop("backbone")
+    spec = spec_from_checkpoint(meta["model"], str(path))
     try:
-        model = ClassWrapper(backbone, trust_code=trust_code, **spec)
+        model = ClassWrapper(trust_code=trust_code, **spec.wrapper_kwargs())
     except UntrustedCodeError as exc:
         raise UntrustedCodeError(f"{path}: {exc}") from None
     load_into(model, state, str(path))

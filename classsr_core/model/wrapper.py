@@ -21,6 +21,7 @@ from classsr_core.errors import CheckpointError, InputError
 from classsr_core.io.checkpoint import save_state
 from classsr_core.io.official import load_official_into, official_kwargs
 from classsr_core.model.sharing import share_weights
+from classsr_core.model.spec import ModelSpec
 from classsr_core.plugins.registry import import_code, is_code_reference, lookup, resolve
 
 # Which branch generator a keyword of ClassWrapper selects.
@@ -120,24 +121,24 @@ class ClassWrapper(nn.Module):
             if shared_weights:
                 built = share_weights(built)
             self.branches = nn.ModuleList(built)
-            self.spec = {
-                "backbone": backbone_name,
-                gen_name_to_keyword(keyword_gen): _plain(values),
-                "scale": self.scale,
-                "classifier": classifier,
-                "in_channels": in_channels,
-                "patch_size": patch_size,
-                "stride": stride,
-                "backbone_kwargs": backbone_kwargs,
-                "classifier_kwargs": classifier_kwargs,
-                "shared_weights": shared_weights,
-            }
-            if generator:
-                self.spec["generator"] = generator
             code_ref = not isinstance(backbone, str) or is_code_reference(backbone)
-            if code_ref or width_arg or depth_arg:  # a rebuild needs them
-                self.spec["width_arg"] = width_arg
-                self.spec["depth_arg"] = depth_arg
+            spec = ModelSpec(
+                backbone=backbone_name,
+                **{gen_name_to_keyword(keyword_gen): _plain(values)},
+                scale=self.scale,
+                classifier=classifier,
+                in_channels=in_channels,
+                patch_size=patch_size,
+                stride=stride,
+                backbone_kwargs=backbone_kwargs,
+                classifier_kwargs=classifier_kwargs,
+                shared_weights=shared_weights,
+                generator=generator or None,
+                # a rebuild of one's own class needs them; a registered one declares them
+                width_arg=width_arg if code_ref or width_arg or depth_arg else None,
+                depth_arg=depth_arg if code_ref or width_arg or depth_arg else None,
+            )
+            self.spec = spec.record()
 
         self.num_classes = len(self.branches)
         if self.num_classes > 1:
@@ -154,6 +155,7 @@ class ClassWrapper(nn.Module):
         # the model; and the router infer(router=None) uses, recorded in the checkpoint.
         self.router_states: dict[str, Any] = {}
         self.default_router: str | None = None
+        __import__("classsr_core.model.checks", fromlist=["_"]).check_routing_cost(self)
 
     # -- patches -----------------------------------------------------------------------
     def classify(self, x: torch.Tensor) -> torch.Tensor:

@@ -15,64 +15,23 @@ from pydantic import Field, PrivateAttr, create_model, model_validator
 
 from classsr_core.config import StrictModel, load_yaml, validate
 from classsr_core.errors import ClassSRError, ConfigError
+from classsr_core.model.spec import ModelSpec
 from classsr_core.plugins.registry import lookup
 
 STAGES = ("branches", "classifier", "joint")
 
 
-class ModelSection(StrictModel):
-    """The ClassWrapper to build (the scale comes from the task)."""
+class ModelSection(ModelSpec):
+    """The ClassWrapper to build: the model spec, whose scale defaults to the task's."""
 
-    backbone: str = Field(
-        "fsrcnn",
-        description="a registered backbone (see `classsr plugins`), or module:ClassName of "
-        "your own class (needs --trust-code: importing runs the module's code)",
-    )
-    width_arg: str | None = Field(
-        None, description="the backbone's width keyword (registered backbones declare it)"
-    )
-    depth_arg: str | None = Field(
-        None, description="the backbone's depth keyword (registered backbones declare it)"
-    )
-    widths: list[int] | None = Field(None, description="one width per branch, cheapest first")
-    depths: list[int] | None = None
-    width_depths: list[list[int]] | None = None
-    classifier: str = "classsr"
+    scale: int | None = Field(None, ge=1, description="default (and must equal): the task's")
     patch_size: int = Field(32, ge=4, description="LR patch size of the tile engine")
-    stride: int = Field(28, ge=1, description="LR patch stride of the tile engine")
-    backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
-    classifier_kwargs: dict[str, Any] = Field(default_factory=dict)
-    generator: str | None = Field(
-        None,
-        description="a registered branch generator to read the widths with (e.g. aligned_width)",
-    )
-    shared_weights: bool = Field(
-        False,
-        description="one supernet; branch i is a width slice of the widest (stage 1 samples "
-        "a width per step)",
-    )
-
-    @model_validator(mode="after")
-    def _one_generator(self) -> ModelSection:
-        given = [k for k in ("widths", "depths", "width_depths") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                "give exactly one of widths, depths or width_depths "
-                f"(got {', '.join(given) or 'none'})"
-            )
-        return self
 
     def wrapper_kwargs(self) -> dict[str, Any]:
-        out = self.model_dump()
-        for key in ("widths", "depths", "width_depths"):
-            if out[key] is None:
-                del out[key]
+        """ClassWrapper keywords without the scale: the trainer passes the task's."""
+        out = super().wrapper_kwargs()
+        out.pop("scale", None)
         return out
-
-    @property
-    def num_branches(self) -> int:
-        values = self.widths or self.depths or self.width_depths or []
-        return len(values)
 
 
 class DataSection(StrictModel):
@@ -289,10 +248,16 @@ def check_model_section(cfg: TrainConfig, source: str = "config") -> None:
 
     from classsr_core.model.wrapper import ClassWrapper
 
+    scale = cfg.make_task().scale
+    if cfg.model.scale is not None and cfg.model.scale != scale:
+        raise ConfigError(
+            f"{source}: model.scale is {cfg.model.scale} but the task's scale is {scale}; "
+            "leave model.scale out (the task sets it)"
+        )
     try:
         with torch.device("meta"):
             model = ClassWrapper(
-                scale=cfg.make_task().scale,
+                scale=scale,
                 trust_code=cfg.trust_code,
                 **cfg.model.wrapper_kwargs(),
             )
