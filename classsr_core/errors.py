@@ -24,3 +24,9 @@ class CheckpointError(ClassSRError):
 class UntrustedCodeError(CheckpointError, InputError):
     """A file or name asks to import Python code (``module:qualname``) without the caller's
     consent (``trust_code=True`` / ``--trust-code``)."""
+
+
+class CostWarning(UserWarning):
+    """A model is built whose routing can cost more than it saves (see
+    :func:`classsr_core.model.checks.check_routing_cost`). Silence it with
+    ``warnings.filterwarnings("ignore", category=CostWarning)``."""

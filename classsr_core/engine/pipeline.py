@@ -134,8 +134,15 @@ def infer(
         t0 = run.now()
         output = from_tensor(hr, kind, image)
         run.timings["stitch"] += run.now() - t0
-    counts = torch.bincount(routed, minlength=len(model.branches)).tolist()
     run.timings["total"] = time.perf_counter() - t_start
+    return _result(run, output, routed, scores, (flops, fraction, tiles), executor, router_)
+
+
+def _result(run: Run, output, routed, scores, spent, executor, router_) -> InferResult:
+    """What one run did: the output, the classes, what it cost and how long it took."""
+    grid, m = run.grid, len(run.model.branches)
+    flops, fraction, tiles = spent
+    counts = torch.bincount(routed, minlength=m).tolist()
     probs = None if scores is None or scores.probs is None else scores.probs.cpu().numpy()
     return InferResult(
         output=output,
@@ -146,14 +153,14 @@ def infer(
         timings=run.timings,
         probs=None if probs is None else probs.reshape(grid.rows, grid.cols, -1),
         grid=grid,
-        patch_size=p,
-        stride=s,
-        scale=int(model.scale),
-        batch_sizes=sizes,
-        blend=blend,
-        device=str(dev),
+        patch_size=grid.patch_size,
+        stride=grid.stride,
+        scale=int(run.model.scale),
+        batch_sizes=run.batch_sizes,
+        blend=run.options["blend"],
+        device=str(run.device),
         padding=(grid.height - run.height, grid.width - run.width),
-        flops_per_patch=costs,
+        flops_per_patch=run.costs,
         mode=executor.name,
         halos=run.info.get("halos", []),
         tiles=tiles,

@@ -8,24 +8,19 @@ engine in :mod:`classsr_core.engine`).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from classsr_core.checks import check_increasing, check_tiling
+from classsr_core.checks import check_tiling
 from classsr_core.engine import InferResult, infer
 from classsr_core.errors import CheckpointError, InputError
 from classsr_core.io.checkpoint import save_state
 from classsr_core.io.official import load_official_into, official_kwargs
-from classsr_core.model.sharing import share_weights
-from classsr_core.model.spec import ModelSpec
-from classsr_core.plugins.registry import import_code, is_code_reference, lookup, resolve
-
-# Which branch generator a keyword of ClassWrapper selects.
-_GENERATOR_KEYWORDS = {"widths": "width", "depths": "depth", "width_depths": "width_depth"}
+from classsr_core.model.builder import build_branches, build_classifier
+from classsr_core.model.checks import check_routing_cost
 
 
 class ClassWrapper(nn.Module):
@@ -95,67 +90,37 @@ class ClassWrapper(nn.Module):
             self.branches = nn.ModuleList(branches)
             self.spec: dict[str, Any] | None = None  # explicit modules cannot be rebuilt
         else:
-            if backbone is None:
-                raise InputError("ClassWrapper needs a backbone name or class, or branches=[...]")
-            factory, meta, backbone_name = _resolve_backbone(
-                backbone, width_arg, depth_arg, trust_code
-            )
-            keyword_gen, values = _pick_generator(widths, depths, width_depths)
-            gen_name = generator or keyword_gen
-            scales = meta.get("scales")
-            if scales is not None and self.scale not in scales:
-                raise InputError(
-                    f"backbone {backbone_name!r} cannot upscale by {self.scale}; "
-                    f"it supports scales {sorted(scales)}"
-                )
-            gen = lookup("branch_generators", gen_name).factory
-            branch_kwargs = gen(
-                values, width_arg=meta.get("width_arg"), depth_arg=meta.get("depth_arg")
-            )
-            built = [
-                _call_factory(factory, self.scale, in_channels, {**backbone_kwargs, **kw})
-                for kw in branch_kwargs
-            ]
-            if scales is None:  # an unregistered class: check what it really does
-                _probe_scale(built[0], self.scale, in_channels, backbone_name)
-            if shared_weights:
-                built = share_weights(built)
-            self.branches = nn.ModuleList(built)
-            code_ref = not isinstance(backbone, str) or is_code_reference(backbone)
-            spec = ModelSpec(
-                backbone=backbone_name,
-                **{gen_name_to_keyword(keyword_gen): _plain(values)},
+            built, self.spec = build_branches(
+                backbone,
+                widths=widths,
+                depths=depths,
+                width_depths=width_depths,
                 scale=self.scale,
-                classifier=classifier,
                 in_channels=in_channels,
-                patch_size=patch_size,
-                stride=stride,
+                width_arg=width_arg,
+                depth_arg=depth_arg,
                 backbone_kwargs=backbone_kwargs,
-                classifier_kwargs=classifier_kwargs,
                 shared_weights=shared_weights,
-                generator=generator or None,
-                # a rebuild of one's own class needs them; a registered one declares them
-                width_arg=width_arg if code_ref or width_arg or depth_arg else None,
-                depth_arg=depth_arg if code_ref or width_arg or depth_arg else None,
+                generator=generator,
+                trust_code=trust_code,
+                rest={
+                    "classifier": classifier,
+                    "patch_size": patch_size,
+                    "stride": stride,
+                    "classifier_kwargs": classifier_kwargs,
+                },
             )
-            self.spec = spec.record()
+            self.branches = nn.ModuleList(built)
 
         self.num_classes = len(self.branches)
-        if self.num_classes > 1:
-            factory, _ = resolve("classifiers", classifier)
-            self.classifier: nn.Module | None = factory(
-                num_classes=self.num_classes,
-                in_channels=in_channels,
-                patch_size=patch_size,
-                **classifier_kwargs,
-            )
-        else:  # one branch is the plain "-O" network: nothing to route
-            self.classifier = None
+        self.classifier = build_classifier(
+            classifier, self.num_classes, in_channels, patch_size, classifier_kwargs
+        )
         # Calibrated router state by router name (the edge table under "edge"), saved with
         # the model; and the router infer(router=None) uses, recorded in the checkpoint.
         self.router_states: dict[str, Any] = {}
         self.default_router: str | None = None
-        __import__("classsr_core.model.checks", fromlist=["_"]).check_routing_cost(self)
+        check_routing_cost(self)
 
     # -- patches -----------------------------------------------------------------------
     def classify(self, x: torch.Tensor) -> torch.Tensor:
@@ -257,88 +222,3 @@ class ClassWrapper(nn.Module):
             f"scale={self.scale}, branches={self.num_classes}, "
             f"patch={self.patch_size}/{self.stride}"
         )
-
-
-def gen_name_to_keyword(gen_name: str) -> str:
-    return {v: k for k, v in _GENERATOR_KEYWORDS.items()}[gen_name]
-
-
-def _pick_generator(widths, depths, width_depths) -> tuple[str, list]:
-    given = {
-        k: v
-        for k, v in {"widths": widths, "depths": depths, "width_depths": width_depths}.items()
-        if v is not None
-    }
-    if len(given) != 1:
-        raise InputError(
-            "give exactly one of widths=[...], depths=[...] or width_depths=[(w, d), ...] "
-            f"(got {', '.join(given) or 'none'})"
-        )
-    keyword, values = next(iter(given.items()))
-    values = list(values)
-    if keyword == "width_depths":
-        if not values:
-            raise InputError("width_depths is empty: give at least one (width, depth) pair")
-        costs = [tuple(v) for v in values]
-        if any(len(v) != 2 for v in costs):
-            raise InputError(f"width_depths must be (width, depth) pairs, got {values}")
-    else:
-        check_increasing(values, keyword)
-    return _GENERATOR_KEYWORDS[keyword], values
-
-
-def _resolve_backbone(backbone, width_arg, depth_arg, trust_code: bool):
-    if isinstance(backbone, str) and is_code_reference(backbone):
-        factory = import_code(backbone, "backbone", trust_code)
-        return factory, {"width_arg": width_arg, "depth_arg": depth_arg, "scales": None}, backbone
-    if isinstance(backbone, str):
-        factory, meta = resolve("backbones", backbone)
-        if width_arg:
-            meta["width_arg"] = width_arg
-        if depth_arg:
-            meta["depth_arg"] = depth_arg
-        return factory, meta, backbone
-    if not callable(backbone):
-        raise InputError(f"backbone must be a registered name or a callable, got {backbone!r}")
-    meta = {"width_arg": width_arg, "depth_arg": depth_arg, "scales": None}
-    module = getattr(backbone, "__module__", "?")
-    name = f"{module}:{getattr(backbone, '__qualname__', repr(backbone))}"
-    return backbone, meta, name
-
-
-def _call_factory(factory, scale: int, in_channels: int, kwargs: dict) -> nn.Module:
-    """Call a backbone factory, passing scale / in_channels only where it takes them."""
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        params = {}
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    extra = {}
-    for key, value in (("scale", scale), ("in_channels", in_channels)):
-        if key in params or takes_any:
-            extra[key] = value
-    if None in kwargs:
-        raise InputError(
-            "this backbone declares no width/depth argument; pass width_arg=... (or depth_arg=...)"
-        )
-    return factory(**extra, **kwargs)
-
-
-@torch.no_grad()
-def _probe_scale(module: nn.Module, scale: int, in_channels: int, name: str) -> None:
-    x = torch.zeros(1, in_channels, 8, 8)
-    was_training = module.training
-    module.eval()
-    try:
-        y = module(x)
-    finally:
-        module.train(was_training)
-    if y.shape[-2:] != (8 * scale, 8 * scale):
-        raise InputError(
-            f"backbone {name} maps 8x8 to {tuple(y.shape[-2:])}, not {8 * scale}x{8 * scale}: "
-            f"it cannot upscale by {scale}; pass the scale argument it needs"
-        )
-
-
-def _plain(values):
-    return [list(v) if isinstance(v, (tuple, list)) else v for v in values]
