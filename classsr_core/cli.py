@@ -9,8 +9,9 @@ import contextlib
 import importlib
 import os
 import sys
+import warnings
 
-from classsr_core.errors import ClassSRError
+from classsr_core.errors import ClassSRError, CostWarning
 
 COMMANDS = [
     "plugins",
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    plain = warnings.formatwarning
+    warnings.formatwarning = _one_line(plain, args.command)
     try:
         code = int(args._run(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
@@ -66,6 +69,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = plain
+
+
+def _one_line(plain, command: str):
+    """Show a :class:`CostWarning` as ``classsr COMMAND: warning: ...`` on the command line
+    (not Python's file:line and source); every other warning as Python shows it."""
+
+    def formatwarning(message, category, filename, lineno, line=None):
+        if issubclass(category, CostWarning):
+            return f"classsr {command}: warning: {message}\n"
+        return plain(message, category, filename, lineno, line)
+
+    return formatwarning
 
 
 if __name__ == "__main__":  # pragma: no cover

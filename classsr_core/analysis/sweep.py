@@ -39,24 +39,71 @@ def run_sweep(
     """``images``: clean HWC float32 arrays in [0, 1]. ``mode``: the engine's (in
     "regions" fractions are of the widest branch on the whole image, for -O too).
     ``router``: a registered router (default: the model's own); the -O model has none."""
-    pairs = degraded_pairs(task, images)
+    kw = {"o_model": o_model, "router": router, "tolerances": tolerances}
+    per_image = measure_images(model, images, task, budgets, mode=mode, **kw)
+    return sweep_rows(model, budgets, [per_image[i] for i in range(len(images))], **kw)
+
+
+def _settings(model, budgets, o_model, router, tolerances) -> list[tuple[str, float | None]]:
+    """``(label, budget or tolerance)`` of every row, in the rows' order."""
     router = router or getattr(model, "default_router", None) or "classifier"
-
-    def measure(m, budget, tolerance=None):
-        psnrs, fracs = [], []
-        for clean, x in pairs:
-            options = {"router": router, "tolerance": tolerance} if m is model else {}
-            res = m.infer(x, budget=budget, mode=mode, **options)
-            psnrs.append(task.score(res.output[0].permute(1, 2, 0).numpy(), clean)["psnr"])
-            fracs.append(res.flops_fraction)
-        return float(np.mean(fracs)), float(np.mean(psnrs))
-
     # No budget: argmax of the classifier, or the edge table's calibrated price.
-    rows = [SweepRow("argmax" if router == "classifier" else "price", None, *measure(model, None))]
-    rows += [SweepRow("budget", float(b), *measure(model, float(b))) for b in budgets]
-    rows += [SweepRow("tolerance", float(t), *measure(model, None, float(t))) for t in tolerances]
-    if o_model is not None:
-        rows.append(SweepRow("-O", None, *measure(o_model, None)))
+    rows = [("argmax" if router == "classifier" else "price", None)]
+    rows += [("budget", float(b)) for b in budgets]
+    rows += [("tolerance", float(t)) for t in tolerances]
+    return rows + ([("-O", None)] if o_model is not None else [])
+
+
+def measure_images(
+    model,
+    images: list[np.ndarray],
+    task,
+    budgets,
+    o_model=None,
+    mode: str = "patches",
+    router: str | None = None,
+    tolerances=(),
+    indices=None,
+) -> dict[int, list[tuple[float, float]]]:
+    """``(flops_fraction, psnr)`` of every row of the sweep, per image, for the images at
+    ``indices`` (default: all). Every image is degraded (the task's random stream runs
+    through the whole list, in order), so that a share measures what the whole does."""
+    pairs = degraded_pairs(task, images)
+    default = router or getattr(model, "default_router", None) or "classifier"
+    device = next(model.parameters()).device
+    out = {}
+    for i in range(len(pairs)) if indices is None else indices:
+        clean, x = pairs[i]
+        x = x.to(device)
+        values = []
+        for label, value in _settings(model, budgets, o_model, router, tolerances):
+            if label == "-O":
+                res = o_model.infer(x.to(next(o_model.parameters()).device), mode=mode)
+            else:
+                budget = value if label == "budget" else None
+                tolerance = value if label == "tolerance" else None
+                res = model.infer(x, budget=budget, mode=mode, router=default, tolerance=tolerance)
+            sr = res.output[0].permute(1, 2, 0).cpu().numpy()
+            values.append((float(res.flops_fraction), float(task.score(sr, clean)["psnr"])))
+        out[i] = values
+    return out
+
+
+def sweep_rows(
+    model,
+    budgets,
+    per_image: list[list[tuple[float, float]]],
+    o_model=None,
+    router: str | None = None,
+    tolerances=(),
+) -> list[SweepRow]:
+    """The rows: each setting's fraction and PSNR averaged over ``per_image`` (in its order,
+    so that the same values give the same means however they were computed)."""
+    rows = []
+    for k, (label, value) in enumerate(_settings(model, budgets, o_model, router, tolerances)):
+        fracs = [v[k][0] for v in per_image]
+        psnrs = [v[k][1] for v in per_image]
+        rows.append(SweepRow(label, value, float(np.mean(fracs)), float(np.mean(psnrs))))
     return rows
 
 

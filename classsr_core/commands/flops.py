@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from classsr_core.commands.options import add_trust_code
 from classsr_core.errors import InputError
 
 CONVENTION_NOTES = {
@@ -20,12 +21,35 @@ def add_parser(sub):
         description="Count FLOPs with fvcore on the real modules, per LR patch. Without "
         "--convention both conventions are printed (see docs/flops.md).",
     )
-    p.add_argument("--backbone", required=True, help="registered backbone (classsr plugins)")
+    p.add_argument(
+        "--backbone",
+        required=True,
+        help="registered backbone (classsr plugins), or your own class as module:ClassName "
+        "(with --width-arg and --trust-code)",
+    )
     p.add_argument("--widths", type=_ints, help="branch widths, e.g. 16,36,56")
     p.add_argument("--depths", type=_ints, help="branch depths (with --widths: pairs)")
     p.add_argument("--scale", type=int, default=4, help="upscaling factor (default 4)")
     p.add_argument("--patch", type=int, default=32, help="LR patch size (default 32)")
     p.add_argument("--in-channels", type=int, default=3, help="input channels (default 3)")
+    p.add_argument(
+        "--backbone-kwargs",
+        type=_json_object,
+        default=None,
+        metavar="JSON",
+        help="more keyword arguments for the backbone, as a JSON object, e.g. '{\"nb\": 10}'",
+    )
+    p.add_argument(
+        "--width-arg",
+        metavar="NAME",
+        help="the keyword that sets the width, for a backbone that declares none (e.g. nf)",
+    )
+    p.add_argument(
+        "--depth-arg",
+        metavar="NAME",
+        help="the keyword that sets the depth, for a backbone that declares none",
+    )
+    add_trust_code(p)
     p.add_argument(
         "--convention",
         choices=("fvcore", "paper"),
@@ -55,14 +79,23 @@ def run(args) -> int:
         kwargs["depths"] = args.depths
     if args.patch < 1:
         raise InputError(f"--patch must be positive, got {args.patch}")
-    model = ClassWrapper(
-        args.backbone,
-        scale=args.scale,
-        in_channels=args.in_channels,
-        patch_size=args.patch,
-        stride=args.patch,
-        **kwargs,
-    )
+    try:
+        model = ClassWrapper(
+            args.backbone,
+            scale=args.scale,
+            in_channels=args.in_channels,
+            patch_size=args.patch,
+            stride=args.patch,
+            backbone_kwargs=args.backbone_kwargs,
+            width_arg=args.width_arg,
+            depth_arg=args.depth_arg,
+            trust_code=args.trust_code,
+            **kwargs,
+        )
+    except TypeError as exc:  # e.g. a keyword the backbone does not take
+        if not args.backbone_kwargs:
+            raise
+        raise InputError(f"--backbone-kwargs {json.dumps(args.backbone_kwargs)}: {exc}") from None
     conventions = [args.convention] if args.convention else ["fvcore", "paper"]
     costs = {c: model_costs(model, args.patch, c) for c in conventions}
     main = costs[conventions[0]]
@@ -134,3 +167,19 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated integers such as 16,36,56, got {text!r}"
         ) from None
+
+
+def _json_object(text: str) -> dict:
+    """``--backbone-kwargs``: a JSON object, checked by argparse (exit 2, one line)."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not valid JSON ({exc}); give an object such as '{{\"nb\": 10}}'"
+        ) from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is JSON but not an object; give keyword: value pairs such as "
+            "'{\"nb\": 10}'"
+        )
+    return value

@@ -12,11 +12,11 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from classsr_core.io.checkpoint import read_checkpoint, shipped_models
+    from classsr_core.io.checkpoint import read_meta, shipped_models
 
     rows = []
     for name, path in shipped_models().items():
-        _, meta = read_checkpoint(path)
+        meta = read_meta(path)  # the header only: no tensors, no torch
         spec = meta["model"]
         card = meta.get("card", {})
         rows.append(

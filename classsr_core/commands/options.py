@@ -67,6 +67,17 @@ def pixels_arg(text: str) -> int:
     return int(value)
 
 
+def positive_int_arg(text: str) -> int:
+    """A count that must be at least 1 (``--band-rows``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 1")
+    return value
+
+
 def plugin_arg(kind: str, what: str):
     """An argparse ``type`` accepting the names registered for ``kind`` (``routers``,
     ``executors``): the choices come from the registry, so a plugin's router or mode is a

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from classsr_core.commands.options import add_engine_options, add_trust_code
+from classsr_core.commands.options import add_engine_options, add_trust_code, device_arg
 from classsr_core.commands.upscale import DEFAULT_MODEL
 
 
@@ -23,6 +23,13 @@ def add_parser(sub):
     )
     p.add_argument("-o", "--output", default="sweep", help="writes OUTPUT.csv and OUTPUT.png")
     add_engine_options(p)
+    p.add_argument(
+        "--device",
+        type=device_arg,
+        default=None,
+        help="cpu, cuda, cuda:N, mps (default: best; under torchrun each rank takes "
+        "cuda:LOCAL_RANK when CUDA is there, else the CPU)",
+    )
     add_trust_code(p)
     return p
 
@@ -87,7 +94,16 @@ def _tolerances(spec: str | None) -> list[float]:
 
 
 def run(args) -> int:
-    from classsr_core.analysis.sweep import plot, run_sweep, write_csv
+    """The command: under ``torchrun`` every rank measures its share of the images (balanced
+    by pixel count) and rank 0 averages them all and writes the CSV and the plot."""
+    from classsr_core.commands import jobs
+
+    return jobs.run(args.device, lambda job: _run(args, job))
+
+
+def _run(args, job) -> int:
+    from classsr_core.analysis.sweep import measure_images, plot, sweep_rows, write_csv
+    from classsr_core.commands import jobs
     from classsr_core.commands.outputs import check_outputs, model_files
     from classsr_core.io.images import list_images
     from classsr_core.model.loading import load_model
@@ -96,22 +112,22 @@ def run(args) -> int:
     inputs = list_images([args.folder]) + model_files(args.model, args.o_model)
     outputs = [(f"{args.output}.csv", "-o"), (f"{args.output}.png", "-o")]
     check_outputs(inputs, outputs, input_dirs=[args.folder])
-    model = load_model(args.model, device="cpu", trust_code=args.trust_code)
+    device = str(job.device) if job.distributed else args.device
+    model = load_model(args.model, device=device, trust_code=args.trust_code)
     o_model = (
-        load_model(args.o_model, device="cpu", trust_code=args.trust_code) if args.o_model else None
+        load_model(args.o_model, device=device, trust_code=args.trust_code)
+        if args.o_model
+        else None
     )
     task, images = task_and_photos(model, args.task, args.folder)
-    tolerances = _tolerances(args.tolerance)
-    rows = run_sweep(
-        model,
-        images,
-        task,
-        _budgets(args.budgets),
-        o_model,
-        mode=args.mode,
-        router=args.router,
-        tolerances=tolerances,
-    )
+    kw = {"o_model": o_model, "router": args.router, "tolerances": _tolerances(args.tolerance)}
+    budgets = _budgets(args.budgets)
+    share = jobs.shard([img.shape[0] * img.shape[1] for img in images], job.world)[job.rank]
+    mine = measure_images(model, images, task, budgets, mode=args.mode, indices=share, **kw)
+    per_image = {i: v for part in job.all_gather(mine) for i, v in part.items()}
+    if not job.is_main:
+        return 0
+    rows = sweep_rows(model, budgets, [per_image[i] for i in range(len(images))], **kw)
     write_csv(rows, f"{args.output}.csv")
     plot(rows, f"{args.output}.png", title=f"{args.model} on {len(images)} images")
     for r in rows:

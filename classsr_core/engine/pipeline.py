@@ -69,9 +69,13 @@ def infer(
 
     Args:
         image: float tensor ``(1, C, H, W)`` or ``(C, H, W)`` in [0, 1], or a uint8 numpy
-            array ``(H, W, C)`` / ``(H, W)``. The output is of the same kind, ``scale`` x
-            larger: a uint8 array in gives a uint8 array out (rounded and clipped); a float
-            tensor in gives a float tensor out, raw (not clipped to [0, 1]).
+            array ``(H, W, C)`` / ``(H, W)`` in 0..255. The output (``result.output``) is of
+            the same kind and layout, ``scale`` x larger: a uint8 array in gives a uint8
+            array out, rounded and clipped to 0..255; a float tensor in gives a float tensor
+            of the same dtype, on the same device, out raw: *not* clipped, so values may
+            overshoot [0, 1] a little (clamp before saving or comparing). Float values
+            outside [-0.05, 1.05], NaN, other numpy dtypes and batches of more than one
+            image are refused with an :class:`~classsr_core.errors.InputError`.
         patch_size, stride: LR tiling; default the model's (32 / 28; in "regions" the stride
             defaults to the patch size).
         batch_size: patches per branch call (the classifier takes at least 128); default

@@ -8,13 +8,15 @@ checkpoint under the real name.
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from classsr_core.errors import CheckpointError
 from classsr_core.io.atomic import atomic_path
+
+if TYPE_CHECKING:  # torch loads where tensors are read or written: read_meta runs without it
+    import torch
 
 FORMAT = "classsr/1"
 WEIGHTS_DIR = Path(__file__).parents[1] / "weights"  # classsr_core/weights
@@ -42,12 +44,43 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
             f"{path} is not a readable safetensors file ({exc}); official .pth files load "
             "with ClassWrapper.from_official or `classsr convert-official`"
         ) from None
+    return state, _config(path, meta)
+
+
+# safetensors' layout: an 8-byte little-endian header length, then a JSON header whose
+# "__metadata__" holds the string metadata; the tensors follow.
+_MAX_HEADER = 100_000_000  # safetensors' own limit
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The config a checkpoint carries (as :func:`read_checkpoint`'s second item), read
+    from the safetensors header alone: no tensors, and no torch import (``classsr models``
+    starts without it)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            if size > _MAX_HEADER:
+                raise ValueError(f"header of {size} bytes")
+            header = json.loads(f.read(size))
+        meta = header.get("__metadata__") or {}
+        if not isinstance(meta, dict):
+            raise ValueError("__metadata__ is not a mapping")
+    except (OSError, ValueError, struct.error, AttributeError) as exc:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({exc}); official .pth files load "
+            "with ClassWrapper.from_official or `classsr convert-official`"
+        ) from None
+    return _config(path, meta)
+
+
+def _config(path: Path, meta: dict[str, str]) -> dict[str, Any]:
     if meta.get("format") != FORMAT or "config" not in meta:
         raise CheckpointError(
             f"{path} has no classsr config in its metadata; it was not written by "
             "ClassWrapper.save. Build the model yourself and use load_state_dict."
         )
-    return state, json.loads(meta["config"])
+    return json.loads(meta["config"])
 
 
 def describe_mismatch(

@@ -49,7 +49,12 @@ def build_branches(
             f"it supports scales {sorted(scales)}"
         )
     gen = lookup("branch_generators", generator or keyword_gen).factory
-    branch_kwargs = gen(values, width_arg=meta.get("width_arg"), depth_arg=meta.get("depth_arg"))
+    try:
+        branch_kwargs = gen(
+            values, width_arg=meta.get("width_arg"), depth_arg=meta.get("depth_arg")
+        )
+    except InputError as exc:  # e.g. "this backbone declares no width argument": say which
+        raise InputError(f"backbone {backbone_name!r}: {exc}") from None
     built = [
         _call_factory(factory, scale, in_channels, {**backbone_kwargs, **kw})
         for kw in branch_kwargs

@@ -9,8 +9,10 @@ engine in :mod:`classsr_core.engine`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -150,11 +152,15 @@ class ClassWrapper(nn.Module):
         return out
 
     # -- images ------------------------------------------------------------------------
-    def infer(self, image, **options) -> InferResult:
-        """Run a whole image through the tile engine (:func:`classsr_core.engine.infer`).
+    def infer(self, image: np.ndarray | torch.Tensor, **options: Any) -> InferResult:
+        """Run a whole image through the tile engine (:func:`classsr_core.engine.infer`,
+        which lists the options).
 
-        A uint8 numpy image in gives a uint8 image out (rounded, clipped); a float tensor in
-        [0, 1] gives a float tensor out, raw (not clipped)."""
+        ``result.output`` is of the input's kind and layout, ``scale`` x larger: a uint8
+        numpy array ``(H, W, C)`` / ``(H, W)`` in 0..255 gives a uint8 array out, rounded
+        and clipped to 0..255; a float tensor ``(1, C, H, W)`` / ``(C, H, W)`` in [0, 1]
+        gives a float tensor (same dtype and device) out, raw: not clipped, so values may
+        overshoot [0, 1] a little; clamp before saving or comparing."""
         return infer(self, image, **options)
 
     @property
@@ -179,13 +185,15 @@ class ClassWrapper(nn.Module):
             module.compile(**options)
         return self
 
-    def upscale(self, image, **options):
+    def upscale(
+        self, image: np.ndarray | torch.Tensor, **options: Any
+    ) -> tuple[np.ndarray | torch.Tensor, InferResult]:
         """``(output, result)``: the output image and the full :class:`InferResult`."""
         result = self.infer(image, **options)
         return result.output, result
 
     # -- persistence -------------------------------------------------------------------
-    def save(self, path, extra: dict[str, Any] | None = None) -> None:
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
         """Write weights, the config that rebuilds the model, each router's state and the
         default router, atomically (safetensors; ``extra`` adds metadata)."""
         if self.spec is None:

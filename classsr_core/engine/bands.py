@@ -1,0 +1,254 @@
+"""One image through the engine in horizontal bands, so that memory follows the band.
+
+The output of :func:`~classsr_core.engine.pipeline.infer` on a whole image is rebuilt band
+by band, pixel for pixel:
+
+1. **Routing**, band by band of patch rows (each patch is scored on its own pixels), the
+   scores put together and the policy (:func:`~classsr_core.routing.policies.choose`) run
+   once for the whole grid: a budget, a tolerance, a price and the regions executor's cap
+   see the whole image, as in ``infer``. The result is a
+   :class:`~classsr_core.engine.pipeline.RoutePlan` of the whole image (what a folder
+   budget needs) and a class per patch.
+2. **Execution**, band by band: the band's *kept* LR rows are cells of the grid
+   (:func:`~classsr_core.execution.regions.cell_bounds`); ``infer`` runs, with the classes
+   forced, on the patch rows that touch them plus context: in ``patches`` mode every patch
+   row whose output overlaps a kept row (so overlaps average exactly as on the whole
+   image), in ``regions`` mode every patch row within the branches' halo. The bands are cut
+   at patch rows, so the band's grid is the whole grid's rows shifted; the output rows are
+   cropped to the kept ones.
+
+Memory is the LR image (or, for an uncompressed TIFF, the band's rows), one band's canvas
+and one band of output, whatever the image's height. The price is compute on the context
+rows: in ``patches`` mode a patch row either side of each band runs its own branch (its
+overlap is averaged into the kept rows); in ``regions`` mode the context rows only lend
+their pixels to the halos and run the cheapest branch.
+
+Byte-identity with ``infer`` on the whole image holds in ``patches`` mode by construction
+(every kept pixel sums the same patch outputs in the same order) and in ``regions`` mode
+when the halo covers the branches' receptive field (the default, measured, halo does for
+the shipped models): tiles are then cut differently near a band's edge without changing a
+pixel. ``tests/test_scale_out.py`` checks both on images cut into several bands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from classsr_core.engine.grid import PatchGrid, patch_grid
+from classsr_core.engine.pipeline import RoutePlan, get_executor, get_router, infer, plan_routes
+from classsr_core.engine.run import Run
+from classsr_core.errors import InputError
+from classsr_core.execution.regions import cell_bounds, halos_for
+from classsr_core.io.images import Image, resize_alpha
+from classsr_core.io.streams import LRSource
+from classsr_core.routing.base import Scores
+from classsr_core.routing.policies import choose
+
+# Bytes of float output one band may take (its canvas, context rows included): about 256 MB.
+BAND_BYTES = 256 * 2**20
+# HR rows converted to integers at a time (bounds the temporaries of the conversion).
+WRITE_ROWS = 64
+# Patch rows routed at a time, at least (plus a row of context either side).
+ROUTE_ROWS = 4
+
+
+@dataclass
+class BandOptions:
+    """What ``infer`` takes, for a band run (see its docstring)."""
+
+    mode: str = "patches"
+    router: str | None = None
+    patch_size: int | None = None
+    stride: int | None = None
+    batch_size: int | None = None
+    halo: int | None = None
+    amp: str | None = None
+    budget: float | None = None
+    tolerance: float | None = None
+    price: float | None = None
+    band_bytes: int = BAND_BYTES
+    band_rows: int | None = None  # kept patch rows per band; default from band_bytes
+    stats: dict = field(default_factory=dict)  # filled by stream_bands: flops, seconds, bands
+
+
+def to_input(rgb: np.ndarray, device) -> torch.Tensor:
+    """The LR band as ``classsr upscale`` hands an image to ``infer``."""
+    return torch.from_numpy(rgb).permute(2, 0, 1)[None].to(device)
+
+
+def whole_grid(model, height: int, width: int, opts: BandOptions) -> PatchGrid:
+    p = int(opts.patch_size if opts.patch_size is not None else model.patch_size)
+    s = opts.stride
+    s = int(s if s is not None else get_executor(opts.mode).default_stride(model, p))
+    return patch_grid(height, width, p, s)
+
+
+def _row_span(grid: PatchGrid, height: int, r0: int, r1: int) -> tuple[int, int]:
+    """LR rows read by patch rows ``[r0, r1)`` (clipped to the real image)."""
+    return grid.ys[r0], min(grid.ys[r1 - 1] + grid.patch_size, height)
+
+
+def _concat(parts: list[Scores | None]) -> Scores | None:
+    if not parts or any(s is None for s in parts):
+        return None
+    probs = None
+    if all(s.probs is not None for s in parts):
+        probs = torch.cat([s.probs for s in parts])
+    return Scores(
+        torch.cat([s.default for s in parts]),
+        lambda: np.concatenate([np.asarray(s.utility) for s in parts]),
+        probs,
+        parts[0].tolerance_price,
+    )
+
+
+def _rows_of(scores: Scores | None, k0: int, k1: int) -> Scores | None:
+    """Patches ``[k0, k1)`` of ``scores``."""
+    if scores is None:
+        return None
+    probs = None if scores.probs is None else scores.probs[k0:k1]
+    utility = np.asarray(scores.utility)[k0:k1]
+    return Scores(scores.default[k0:k1], utility, probs, scores.tolerance_price)
+
+
+def _route_rows(grid: PatchGrid, rows: int) -> list[tuple[int, int]]:
+    return [(r, min(r + rows, grid.rows)) for r in range(0, grid.rows, rows)]
+
+
+def _rows_per_band(model, grid: PatchGrid, width: int, opts: BandOptions) -> int:
+    if opts.band_rows is not None:
+        return max(1, int(opts.band_rows))
+    per_lr_row = width * model.scale * model.scale * model.in_channels * 4
+    lr_rows = max(1, opts.band_bytes // per_lr_row)
+    return max(2, lr_rows // grid.stride - 2)  # and a row of context either side
+
+
+def route(model, source: LRSource, opts: BandOptions, device=None) -> tuple[RoutePlan, np.ndarray]:
+    """The routing of the whole image, computed band by band: its plan and the classes
+    ``(rows, cols)`` ``infer`` would choose on the whole image with ``opts``."""
+    if opts.budget is not None and model.classifier is None:
+        raise InputError("budget= needs a model with at least two branches to choose from")
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    height, width = source.height, source.width
+    grid = whole_grid(model, height, width, opts)
+    parts, costs = [], None
+    for r0, r1 in _route_rows(grid, max(ROUTE_ROWS, _rows_per_band(model, grid, grid.width, opts))):
+        # One patch row of context either side: a router may look past a patch's edge (the
+        # edge statistics' central differences do); only rows r0..r1 are kept.
+        ra, rb = max(r0 - 1, 0), min(r1 + 1, grid.rows)
+        y0, y1 = _row_span(grid, height, ra, rb)
+        x = to_input(source.rgb(y0, y1), dev)
+        plan = plan_routes(
+            model,
+            x,
+            mode=opts.mode,
+            router=opts.router,
+            patch_size=grid.patch_size,
+            stride=grid.stride,
+            halo=opts.halo,
+        )
+        del x
+        if plan.num_patches != (rb - ra) * grid.cols:  # the band's grid is not the whole's
+            raise InputError(f"band rows {ra}..{rb}: the band grid does not match the image's")
+        parts.append(_rows_of(plan.scores, (r0 - ra) * grid.cols, (r1 - ra) * grid.cols))
+        costs = plan.costs
+    scores = _concat(parts)
+    executor = get_executor(opts.mode)
+    # The executor's view of the whole image without its pixels: a geometry-only run (the
+    # regions executor's cost is a function of the grid, the halos and the image size).
+    options = {"blend": "mean", "halo": opts.halo, "max_cells": None}
+    p = grid.patch_size
+    stub = torch.zeros(1, model.in_channels, p, p, device=dev)
+    sizes = [1] * len(model.branches)
+    run = Run(model, stub, height, width, grid, costs, sizes, dev, False, options)
+    with torch.inference_mode():
+        executor.prepare(run)
+    fraction_of = executor.fraction_of(run)
+    if fraction_of is not None:
+        widest = max(costs.per_pixel) * height * width
+    else:
+        widest = len(grid) * costs.widest
+    plan = RoutePlan(scores, costs, fraction_of, len(grid), float(widest))
+    classes = choose(
+        scores,
+        len(grid),
+        budget=opts.budget,
+        tolerance=opts.tolerance,
+        price=opts.price,
+        costs=costs,
+        fraction_of=fraction_of,
+        router=get_router(model, opts.router).name,
+    )
+    return plan, classes.numpy().reshape(grid.rows, grid.cols)
+
+
+def bands(model, grid: PatchGrid, height: int, opts: BandOptions, device=None) -> list[tuple]:
+    """``(kept LR rows y0, y1, run patch rows ra, rb, kept patch rows r0, r1)`` per band,
+    top to bottom."""
+    bounds = cell_bounds(grid.ys, grid.patch_size, height)
+    margin = 0
+    if opts.mode != "patches":
+        dev = torch.device(device) if device is not None else next(model.parameters()).device
+        margin = max(halos_for(model, opts.halo, dev), default=0)
+    ys = np.asarray(grid.ys)
+    p = grid.patch_size
+    out = []
+    for r0, r1 in _route_rows(grid, _rows_per_band(model, grid, grid.width, opts)):
+        y0, y1 = int(bounds[r0]), int(bounds[r1])
+        touch = np.flatnonzero((ys < y1 + margin) & (ys + p > y0 - margin))
+        out.append((y0, y1, int(touch[0]), int(touch[-1]) + 1, r0, r1))
+    return out
+
+
+def stream_bands(
+    model, source: LRSource, opts: BandOptions, classes: np.ndarray, device=None
+) -> Iterator[Image]:
+    """The output image, as :class:`Image` bands of at most ``WRITE_ROWS`` HR rows, top to
+    bottom; ``opts.stats`` collects multiply-adds, seconds and the number of bands."""
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    height, width, scale = source.height, source.width, int(model.scale)
+    grid = whole_grid(model, height, width, opts)
+    stats = opts.stats
+    stats.update(flops=0.0, seconds=0.0, bands=0)
+    for y0, y1, ra, rb, r0, r1 in bands(model, grid, height, opts, dev):
+        top, bottom = _row_span(grid, height, ra, rb)
+        x = to_input(source.rgb(top, bottom), dev)
+        forced = classes[ra:rb]
+        if opts.mode != "patches":
+            # Context rows only lend their pixels to the halos: their outputs are cropped
+            # off, so they run the cheapest branch. (In "patches" mode their outputs are
+            # averaged into the kept rows and keep their own classes.)
+            forced = forced.copy()
+            forced[: r0 - ra] = 0
+            forced[r1 - ra :] = 0
+        result = infer(
+            model,
+            x,
+            classes=forced,
+            mode=opts.mode,
+            router=opts.router,
+            patch_size=grid.patch_size,
+            stride=grid.stride,
+            batch_size=opts.batch_size,
+            halo=opts.halo,
+            amp=opts.amp,
+        )
+        stats["flops"] += float(result.flops)
+        stats["seconds"] += float(result.timings["total"])
+        stats["bands"] += 1
+        sr = result.output[0].permute(1, 2, 0).cpu().numpy()  # as classsr upscale does
+        del x, result
+        alpha = None
+        if source.has_alpha:  # bicubic reaches 2 LR rows: 4 rows of context, then cropped
+            a0, a1 = max(y0 - 4, 0), min(y1 + 4, height)
+            alpha = resize_alpha(source.alpha(a0, a1), scale)[(y0 - a0) * scale :]
+        for h0 in range(y0 * scale, y1 * scale, WRITE_ROWS):
+            h1 = min(h0 + WRITE_ROWS, y1 * scale)
+            rows = sr[h0 - top * scale : h1 - top * scale]
+            a = None if alpha is None else alpha[h0 - y0 * scale : h1 - y0 * scale]
+            yield Image(rows, a, source.grey, source.max_value)
+        del sr, alpha

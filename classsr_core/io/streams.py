@@ -1,0 +1,357 @@
+"""Images read and written band by band, for outputs larger than memory.
+
+An LR image is read whole (it is ``scale**2`` times smaller than the output) unless it is
+an uncompressed TIFF, whose rows are read from the file as they are needed. The output is
+written as bands arrive, to a temporary name renamed onto the target at the end (atomic as
+:func:`~classsr_core.io.images.write_image`): BigTIFF through ``tifffile`` (uncompressed
+strips) or PNG through a streaming encoder here (zlib over the filtered rows, one IDAT
+chunk at a time). Other formats cannot be written without the whole image in memory:
+:func:`check_streamable` says so before any work.
+
+Pixels come out exactly as :func:`~classsr_core.io.images.read_image` /
+:func:`~classsr_core.io.images.write_image` would give them (same conversions, row by row);
+the PNG bytes differ from OpenCV's encoder (filters, compression), the decoded pixels do not.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from classsr_core.errors import InputError
+from classsr_core.io.atomic import atomic_path
+from classsr_core.io.images import MAX_PIXELS, Image, apply_orientation, to_array
+
+STREAM_SUFFIXES = (".png", ".tif", ".tiff")
+_TIFF = (".tif", ".tiff")
+
+
+def check_streamable(path: str | Path) -> None:
+    """Raise :class:`InputError` when ``path``'s format cannot be written band by band."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in STREAM_SUFFIXES:
+        raise InputError(
+            f"{path}: {suffix or 'no suffix'} cannot be written band by band (--stream, or "
+            "outputs over --stream-above pixels); write .png or .tif (BigTIFF), or raise "
+            "--stream-above to hold the image in memory"
+        )
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(height, width)`` from the file's header, no pixels decoded (as stored; EXIF
+    rotation by 90 degrees swaps them, which a pixel count does not see)."""
+    path = Path(path)
+    if path.suffix.lower() in _TIFF:
+        try:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tf:
+                page = tf.pages[0]
+                return int(page.imagelength), int(page.imagewidth)
+        except Exception:  # PIL may still read it
+            pass
+    from PIL import Image as PILImage
+
+    # A size, not a decode: PIL's bomb limit is lifted for this call only (restored after,
+    # so every other reader keeps it); --max-pixels decides when the pixels are read.
+    limit, PILImage.MAX_IMAGE_PIXELS = PILImage.MAX_IMAGE_PIXELS, None
+    try:
+        with PILImage.open(path) as im:
+            w, h = im.size
+    finally:
+        PILImage.MAX_IMAGE_PIXELS = limit
+    return int(h), int(w)
+
+
+@dataclass
+class LRSource:
+    """An LR image whose RGB rows are handed out as ``read_image`` would give them.
+
+    ``raw`` holds the stored integer pixels (HW or HWC, OpenCV's BGR(A) order) or is a
+    row reader over an uncompressed TIFF (RGB(A) order)."""
+
+    path: Path
+    height: int
+    width: int
+    grey: bool
+    max_value: int
+    has_alpha: bool
+    _raw: np.ndarray | None = None
+    _tiff: tuple | None = None  # (offset, row bytes, dtype, channels)
+    _bgr: bool = True
+
+    def raw_rows(self, y0: int, y1: int) -> np.ndarray:
+        if self._raw is not None:
+            return self._raw[y0:y1]
+        offset, row_bytes, dtype, channels = self._tiff
+        n = (y1 - y0) * self.width * max(channels, 1)
+        with open(self.path, "rb") as f:
+            f.seek(offset + y0 * row_bytes)
+            data = np.fromfile(f, dtype=dtype, count=n)
+        shape = (y1 - y0, self.width) if channels == 1 else (y1 - y0, self.width, channels)
+        return data.reshape(shape)
+
+    def _float(self, y0: int, y1: int) -> np.ndarray:
+        # read_image's conversion, on these rows only
+        raw = self.raw_rows(y0, y1)
+        if raw.ndim == 3 and raw.shape[2] == 1:
+            raw = raw[:, :, 0]
+        return raw.astype(np.float32) / self.max_value
+
+    def rgb(self, y0: int, y1: int) -> np.ndarray:
+        """Rows ``[y0, y1)`` as float32 HWC RGB in [0, 1] (``read_image(...).rgb``)."""
+        img = self._float(y0, y1)
+        if self.grey:
+            rgb = np.repeat(img.reshape(img.shape[0], img.shape[1], 1), 3, axis=2)
+        elif self._bgr:
+            rgb = img[:, :, 2::-1] if img.shape[2] == 4 else img[:, :, ::-1]
+        else:
+            rgb = img[:, :, :3]
+        return np.ascontiguousarray(rgb)
+
+    def alpha(self, y0: int, y1: int) -> np.ndarray | None:
+        if not self.has_alpha:
+            return None
+        return np.ascontiguousarray(self._float(y0, y1)[:, :, 3])
+
+
+def open_lr(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> LRSource:
+    """The LR image at ``path`` for band-by-band use: an uncompressed TIFF is read by rows
+    from the file, anything else decoded whole (integer pixels, not float)."""
+    import cv2
+
+    from classsr_core.io.images import _read_header
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    orientation = _read_header(path, max_pixels)
+    if path.suffix.lower() in _TIFF and orientation == 1:
+        source = _tiff_rows(path)
+        if source is not None:
+            return source
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise InputError(f"{path}: not a readable image (PNG, JPEG, TIFF, BMP or WebP)")
+    img = apply_orientation(img, orientation)
+    if img.dtype not in (np.uint8, np.uint16):
+        raise InputError(f"{path}: unsupported pixel type {img.dtype}; use 8- or 16-bit images")
+    channels = 1 if img.ndim == 2 else img.shape[2]
+    if channels not in (1, 3, 4):
+        raise InputError(f"{path}: {channels} channels; expected grey, RGB or RGBA")
+    max_value = 255 if img.dtype == np.uint8 else 65535
+    h, w = img.shape[:2]
+    return LRSource(path, h, w, channels == 1, max_value, channels == 4, _raw=img)
+
+
+def _tiff_rows(path: Path) -> LRSource | None:
+    """A row reader over an uncompressed, contiguous, chunky 8/16-bit TIFF; else ``None``."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            page = tf.pages[0]
+            contiguous = page.is_contiguous  # a bool, or (offset, bytes) in older tifffile
+            if isinstance(contiguous, tuple):
+                offset = contiguous[0]
+            else:
+                offset = page.dataoffsets[0] if contiguous and page.dataoffsets else None
+            if int(page.compression) != 1:
+                offset = None
+            dtype = np.dtype(page.dtype).newbyteorder(tf.byteorder)
+            channels = int(page.samplesperpixel)
+            ok = (
+                offset is not None
+                and page.dtype in (np.uint8, np.uint16)
+                and channels in (1, 3, 4)
+                and (channels == 1 or page.planarconfig == 1)  # CONTIG
+            )
+            if not ok:
+                return None
+            h, w = int(page.imagelength), int(page.imagewidth)
+    except Exception:
+        return None
+    max_value = 255 if dtype.itemsize == 1 else 65535
+    row_bytes = w * channels * dtype.itemsize
+    tiff = (int(offset), row_bytes, dtype, channels)
+    return LRSource(path, h, w, channels == 1, max_value, channels == 4, _tiff=tiff, _bgr=False)
+
+
+class BandWriter:
+    """Write an image of ``height x width`` by bands of rows, atomically (see module doc).
+
+    Use as a context manager; :meth:`write` takes :class:`Image` bands (or integer arrays
+    as :func:`to_array` makes them) from top to bottom."""
+
+    def __init__(self, path: str | Path, height: int, width: int, channels: int, max_value: int):
+        check_streamable(path)
+        self.path = Path(path)
+        self.height, self.width, self.channels = height, width, channels
+        self.dtype = np.uint8 if max_value == 255 else np.uint16
+        self.rows = 0
+        self._atomic = None
+        self._sink = None
+
+    def __enter__(self) -> BandWriter:
+        self._atomic = atomic_path(self.path)
+        tmp = self._atomic.__enter__()
+        if self.path.suffix.lower() in _TIFF:
+            self._sink = _TiffSink(tmp, self)
+        else:
+            self._sink = _PngSink(tmp, self)
+        return self
+
+    def write(self, band: Image | np.ndarray) -> None:
+        arr = to_array(band) if isinstance(band, Image) else band
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        if arr.shape[1:] != (self.width, self.channels) or arr.dtype != self.dtype:
+            raise InputError(
+                f"{self.path}: band of shape {arr.shape} {arr.dtype} does not fit an image of "
+                f"{self.width} columns, {self.channels} channels, {np.dtype(self.dtype)}"
+            )
+        if self.rows + arr.shape[0] > self.height:
+            raise InputError(f"{self.path}: more rows written than the image's {self.height}")
+        self._sink.write(np.ascontiguousarray(arr))
+        self.rows += arr.shape[0]
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        error = exc
+        try:
+            self._sink.close(ok=kind is None)
+            if kind is None and self.rows != self.height:
+                raise InputError(f"{self.path}: {self.rows} of {self.height} rows written")
+        except BaseException as err:
+            error = error or err
+        if error is None:
+            self._atomic.__exit__(None, None, None)
+            return False
+        self._atomic.__exit__(type(error), error, error.__traceback__)  # removes the temporary
+        if exc is None:
+            raise error
+        return False
+
+
+class _PngSink:
+    """A PNG encoder fed row bands: filter "Up" per row, one zlib stream, IDAT chunks."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, tmp: Path, w: BandWriter, level: int = 6):
+        self.f = open(tmp, "wb")  # noqa: SIM115 - closed in close()
+        colour = {1: 0, 2: 4, 3: 2, 4: 6}[w.channels]
+        depth = 8 if w.dtype == np.uint8 else 16
+        self.f.write(b"\x89PNG\r\n\x1a\n")
+        self._chunk(b"IHDR", struct.pack(">IIBBBBB", w.width, w.height, depth, colour, 0, 0, 0))
+        self.z = zlib.compressobj(level)
+        self.prev = np.zeros(w.width * w.channels * (depth // 8), dtype=np.uint8)
+        self.pending: list[bytes] = []
+        self.size = 0
+
+    def _chunk(self, kind: bytes, data: bytes) -> None:
+        self.f.write(struct.pack(">I", len(data)) + kind + data)
+        self.f.write(struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)) & 0xFFFFFFFF))
+
+    def write(self, arr: np.ndarray) -> None:
+        if arr.dtype != np.uint8:
+            arr = arr.astype(">u2")
+        rows = arr.reshape(arr.shape[0], -1).view(np.uint8)
+        up = np.empty((rows.shape[0], rows.shape[1] + 1), dtype=np.uint8)
+        up[:, 0] = 2  # filter type Up: each byte minus the byte above it, modulo 256
+        up[0, 1:] = rows[0] - self.prev
+        up[1:, 1:] = rows[1:] - rows[:-1]
+        self.prev = rows[-1].copy()
+        self._emit(self.z.compress(up.tobytes()))
+
+    def _emit(self, data: bytes) -> None:
+        if data:
+            self.pending.append(data)
+            self.size += len(data)
+        if self.size >= self.CHUNK:
+            self._chunk(b"IDAT", b"".join(self.pending))
+            self.pending, self.size = [], 0
+
+    def close(self, ok: bool) -> None:
+        try:
+            if ok:
+                self._emit(self.z.flush())
+                if self.pending:
+                    self._chunk(b"IDAT", b"".join(self.pending))
+                self._chunk(b"IEND", b"")
+        finally:
+            self.f.close()
+
+
+class _TiffSink:
+    """BigTIFF through tifffile, which pulls strips from a generator fed by :meth:`write`:
+    the writer runs in a thread so that bands are pushed, not pulled."""
+
+    def __init__(self, tmp: Path, w: BandWriter):
+        import queue
+        import threading
+
+        import tifffile
+
+        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        rows_per_strip = 64
+        shape = (w.height, w.width) if w.channels == 1 else (w.height, w.width, w.channels)
+        photometric = "minisblack" if w.channels in (1, 2) else "rgb"
+        extra = {"extrasamples": ("unassalpha",)} if w.channels in (2, 4) else {}
+
+        def strips() -> Iterator[np.ndarray]:
+            buf = None
+            while True:
+                band = self.queue.get()
+                if band is None:
+                    break
+                buf = band if buf is None else np.concatenate([buf, band])
+                while buf.shape[0] >= rows_per_strip:
+                    yield buf[:rows_per_strip].reshape(-1, *shape[1:])
+                    buf = buf[rows_per_strip:]
+            if buf is not None and buf.shape[0]:
+                yield buf.reshape(-1, *shape[1:])
+
+        def run() -> None:
+            try:
+                with tifffile.TiffWriter(tmp, bigtiff=True) as tw:
+                    tw.write(
+                        strips(),
+                        shape=shape,
+                        dtype=w.dtype,
+                        photometric=photometric,
+                        rowsperstrip=rows_per_strip,
+                        **extra,
+                    )
+            except BaseException as exc:  # reported by write / close
+                self.error = exc
+                while self.queue.get() is not None:  # unblock the producer
+                    pass
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def write(self, arr: np.ndarray) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(arr)
+
+    def close(self, ok: bool) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if ok and self.error is not None:
+            raise self.error
+
+
+def write_bands(
+    path: str | Path, bands: Iterable[Image], height: int, width: int, channels: int, maxv: int
+) -> None:
+    """Write ``bands`` (top to bottom) to ``path`` band by band, atomically."""
+    with BandWriter(path, height, width, channels, maxv) as writer:
+        for band in bands:
+            writer.write(band)
