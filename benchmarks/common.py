@@ -9,6 +9,7 @@ are covered too).
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from pathlib import Path
@@ -69,3 +70,47 @@ def machine(threads: int, device: torch.device | None = None) -> str:
     if device is not None:
         text += f", device {device}"
     return text + f", load average {os.getloadavg()[0]:.2f}"
+
+
+# -- MATLAB bicubic resize without basicsr -------------------------------------------------
+
+
+def _cubic(x: torch.Tensor) -> torch.Tensor:
+    a = x.abs()
+    near = (1.5 * a**3 - 2.5 * a**2 + 1) * (a <= 1)
+    return near + (-0.5 * a**3 + 2.5 * a**2 - 4 * a + 2) * ((a > 1) & (a <= 2))
+
+
+def _resize_axis(img: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
+    """Resize one axis of ``img`` as MATLAB's ``imresize`` (bicubic, antialiased when
+    shrinking, symmetric borders), in float32 like basicsr's port, one kernel tap at a time
+    (an 8K image never needs a gather of all taps at once)."""
+    n = img.shape[dim]
+    m = math.ceil(n * scale)
+    width = 4.0 / scale if scale < 1 else 4.0
+    x = torch.linspace(1, m, m)
+    u = x / scale + 0.5 * (1 - 1 / scale)
+    left = torch.floor(u - width / 2)
+    taps = math.ceil(width) + 2
+    idx = left[:, None] + torch.linspace(0, taps - 1, taps)[None]  # 1-based, MATLAB
+    dist = u[:, None] - idx
+    w = scale * _cubic(dist * scale) if scale < 1 else _cubic(dist)
+    w = w / w.sum(1, keepdim=True)
+    idx = idx.long() - 1
+    idx = torch.where(idx < 0, -idx - 1, idx)  # symmetric padding: -1 -> 0, -2 -> 1
+    idx = torch.where(idx >= n, 2 * n - 1 - idx, idx)
+    shape = [1] * img.dim()
+    shape[dim] = m
+    out = torch.zeros(img.shape[:dim] + (m,) + img.shape[dim + 1 :], dtype=torch.float32)
+    for j in range(taps):
+        out += w[:, j].view(shape) * img.index_select(dim, idx[:, j])
+    return out
+
+
+def imresize(img: np.ndarray, scale: float) -> np.ndarray:
+    """MATLAB ``imresize(img, scale)`` (bicubic, antialiased when shrinking) of an HWC
+    float image in [0, 1], unclipped: the resize ``classsr_core._basicsr.imresize`` takes
+    from basicsr, without basicsr (the GPU check runs where it is not installed). Height
+    first, then width, in float32, as basicsr; its outputs agree to float32 rounding."""
+    t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
+    return _resize_axis(_resize_axis(t, 0, scale), 1, scale).numpy()

@@ -172,6 +172,8 @@ def _peak_anon(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, s
 def _upscale_probe(args, src: Path, out: Path, *extra: str) -> dict:
     argv = ["upscale", str(src), "-o", str(out), "--model", args.model, "--mode", args.mode]
     argv += ["--no-progress", "--overwrite", "--device", "cpu", "--max-pixels", "0", *extra]
+    if args.budget is not None:
+        argv += ["--budget", str(args.budget)]
     proc, stderr, peak = _peak_anon([sys.executable, "-c", _PROBE, *argv], _env(args.threads))
     probe = [line for line in stderr.splitlines() if line.startswith("PROBE")]
     if proc.returncode != 0 or not probe:
@@ -194,6 +196,8 @@ def memory(args) -> None:
     tmp = Path(args.tmp or tempfile.mkdtemp(prefix="classsr-bands-"))
     tmp.mkdir(parents=True, exist_ok=True)
     common = {"mode": args.mode, "model": args.model, "threads": args.threads}
+    if args.budget is not None:
+        common["budget"] = args.budget
     try:
         for size in [int(s) for s in args.sizes.split(",")]:
             src = tmp / f"lr{size}.{args.input}"
@@ -246,6 +250,14 @@ def main() -> None:
     m.add_argument("--model", default=FAST)
     m.add_argument("--mode", default="regions")
     m.add_argument("--threads", type=int, default=2)
+    m.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="route at this FLOPs budget (default: the model's router). The fast model at "
+        "0.03 sends every patch to its bicubic branch: the band machinery's memory at "
+        "sizes whose full compute would take hours on 2 cores",
+    )
     m.add_argument("--tmp", default=None, help="work folder (default: a temporary one)")
     args = parser.parse_args()
     ranks(args) if args.what == "ranks" else memory(args)

@@ -6,24 +6,35 @@ Run by hand (not a test), from the repository root:
     .venv/bin/python benchmarks/speed.py [--sizes 2K 4K 8K] [--threads 2] [--reps 1]
         [--model classsr-fsrcnn-x4 ...] [--o-model fsrcnn-x4] [--budget 0.8 ...]
         [--router classifier edge] [--kinds patches regions]
-        [--skip-loop-above 4K] [--out table.md] [--json rows.json]
-    .venv/bin/python benchmarks/speed.py --device cuda [--half]  # or benchmarks/gpu_check.sh
+        [--skip-loop-above 4K] [--no-loop] [--o-kinds whole tiled o-regions]
+        [--out table.md] [--json rows.json]
+    .venv/bin/python benchmarks/speed.py --device cuda [--dtype fp32 fp16 bf16]
+    bash benchmarks/gpu_check.sh                      # the GPU check (docs/performance.md)
 
 Test images (made once, cached under runs/speed-images/): the two validation photos at full
 size (2560 px wide) are centre-cropped to 16:9 and resized to 1920x1080 tiles with MATLAB
-bicubic (antialiased, ``classsr_core._basicsr.imresize``). 2K is the Wood tile; 4K the 2x2
-mosaic [[Wood, YellowFlower mirrored left-right], [YellowFlower mirrored top-bottom, Wood
-turned 180 degrees]]; 8K that 2x2 pattern repeated over 4x4 tiles. The LR input is the SR
-task's degradation of the HR (MATLAB bicubic x1/4), rounded to uint8 as ``prepare`` does.
+bicubic (antialiased). 2K is the Wood tile; 4K the 2x2 mosaic [[Wood, YellowFlower mirrored
+left-right], [YellowFlower mirrored top-bottom, Wood turned 180 degrees]]; 8K that 2x2
+pattern repeated over 4x4 tiles. The LR input is the SR task's degradation of the HR
+(MATLAB bicubic x1/4), rounded to uint8 as ``prepare`` does. The resize is
+``common.imresize``, a float32 port of the one the SR task takes from basicsr, so that this
+script runs where basicsr is not installed (the GPU check); it matches basicsr's to float32
+rounding (25 of the 6.2M uint8 values of a tile differ by one level), so images cached by
+either serve both and the PSNRs agree.
 
 Methods, each mapping the uint8 LR array to a uint8 HR array (host-device copies included):
 ``-O whole`` (the -O model's one branch on the whole LR image at once), ``-O tiled`` and
 ``-O regions`` (the -O model through the tile engine's two modes), ``official loop`` (the
 ClassSR model, one 32x32 patch at a time: classifier, then its argmax branch;
-benchmarks/official_loop.py), ``ClassSR patches`` (``model.infer``), ``ClassSR regions``
+benchmarks/common.py), ``ClassSR patches`` (``model.infer``), ``ClassSR regions``
 (``model.infer(mode="regions")``) and, per ``--budget``, patches and regions at that FLOPs
 budget; ``--router edge`` adds the same rows routed by the model's edge table instead of
-its classifier (``--kinds`` picks the modes).
+its classifier (``--kinds`` picks the modes). The ClassSR rows name their router to the engine,
+so a model whose default router is its edge table still runs its classifier in the
+classifier rows. ``--dtype fp32 fp16 bf16`` repeats the rows in each precision: fp16 and bf16
+run fp32 weights under ``torch.autocast``, the engine's ``amp=`` (its output canvas stays
+fp32); the official loop runs in fp32 only, the precision of the official code. (Weights cast
+with ``model.half()`` are not measured: regions mode fails on them, see docs/performance.md.)
 
 On CPU every (size, method) is measured in a fresh process (``--one SIZE KIND``), so its
 peak RSS is its own. Time is the minimum over ``--reps`` runs, after one warm-up run on a
@@ -34,6 +45,7 @@ small crop. The official loop visits 170, 700 and 2,691 patches at 2K, 4K and 8K
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -48,7 +60,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import machine, official_loop
+from common import imresize, machine, official_loop
 
 from classsr_core.device import synchronize
 from classsr_core.errors import InputError
@@ -65,6 +77,7 @@ PHOTOS = ("Wood", "YellowFlower")
 MATE = Path("data/mate/usr/share/backgrounds/mate/nature")
 KINDS = ("whole", "tiled", "o-regions", "loop", "patches", "regions")
 O_KINDS = ("whole", "tiled", "o-regions")  # rows of the -O model
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LABELS = {
     "whole": "-O whole",
     "tiled": "-O tiled",
@@ -86,13 +99,15 @@ class Method:
     model: str
     budget: float | None = None
     router: str = "classifier"
+    dtype: str = "fp32"
 
     @property
     def label(self) -> str:
         label = LABELS[self.kind]
         if self.router != "classifier":
             label += f", {self.router} router"
-        return label if self.budget is None else f"{label}, budget {self.budget:g}"
+        label = label if self.budget is None else f"{label}, budget {self.budget:g}"
+        return label if self.dtype == "fp32" else f"{label}, {self.dtype}"
 
 
 @dataclass
@@ -102,6 +117,7 @@ class Row:
     model: str
     kind: str
     budget: float | None = None
+    dtype: str = "fp32"
     times: list[float] = field(default_factory=list)
     mem_above_mib: float | None = None
     mem_peak_mib: float | None = None
@@ -143,9 +159,7 @@ def centre_crop(img: np.ndarray, aspect: float) -> np.ndarray:
 
 def make_tile(stem: str, cache: Path) -> np.ndarray:
     """A 1920x1080 uint8 tile of a full-size validation photo (cached)."""
-    from classsr_core._basicsr import imresize
     from classsr_core.io.images import read_image, write_image
-    from classsr_core.training.prepare import to_uint8
 
     path = cache / f"tile-{stem}.png"
     if path.is_file():
@@ -174,11 +188,14 @@ def mosaic(n: int, tiles: list[np.ndarray]) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(rows, axis=0))
 
 
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """Round and clip as ``classsr_core.training.prepare`` does."""
+    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+
+
 def ensure_images(size: str, cache: Path) -> tuple[Path, Path]:
     """``(LR path, HR path)`` of a test size, made and cached on first use."""
     from classsr_core.io.images import write_image
-    from classsr_core.plugins.registry import lookup
-    from classsr_core.training.prepare import to_uint8
 
     lr_path, hr_path = cache / f"{size}-lr.png", cache / f"{size}-hr.png"
     if lr_path.is_file() and hr_path.is_file():
@@ -186,8 +203,8 @@ def ensure_images(size: str, cache: Path) -> tuple[Path, Path]:
     cache.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     hr = mosaic(SIZES[size], [make_tile(stem, cache) for stem in PHOTOS])
-    task = lookup("tasks", "sr").factory(scale=SCALE)
-    lr = to_uint8(task.make_input(hr.astype(np.float32) / 255.0, np.random.default_rng(0)))
+    # The SR task's make_input (HR sides are multiples of 4, so its modcrop is a no-op).
+    lr = to_uint8(np.clip(imresize(hr.astype(np.float32) / 255.0, 1 / SCALE), 0.0, 1.0))
     write_image(hr_path, hr)
     write_image(lr_path, lr)  # written last: its presence means both are complete
     print(f"made {size}: HR {hr.shape[1]}x{hr.shape[0]} in {time.perf_counter() - t0:.1f} s")
@@ -223,26 +240,37 @@ def to_uint8_image(hr: torch.Tensor) -> np.ndarray:
 
 def run(method: Method, model, lr8: np.ndarray, dev: torch.device) -> tuple[np.ndarray, dict]:
     """One call of ``method``: the uint8 HR output and ``{"flops", "class_counts"}``."""
+    low = DTYPES[method.dtype] if method.dtype != "fp32" else None
+    # fp16 / bf16 as the engine's amp= does it: fp32 weights under torch.autocast.
+    autocast = torch.autocast(dev.type, dtype=low) if low else contextlib.nullcontext()
     if method.kind == "whole":
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast:
             out = to_uint8_image(model.branches[0](to_input(lr8, model, dev)))
         return out, {}
     if method.kind == "loop":
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast:
             hr, classes = official_loop(model, to_input(lr8, model, dev))
             out = to_uint8_image(hr)
         counts = np.bincount(classes, minlength=len(model.branches)).tolist()
         return out, {"class_counts": counts}
     options = {} if method.budget is None else {"budget": method.budget}
-    if method.router != "classifier":
+    if method.kind in ("patches", "regions"):
+        # Named, not left to the model's default router (the shipped models default to
+        # their edge table), so that a row's label says what routed it.
         options["router"] = method.router
     if method.kind in ("regions", "o-regions"):
         options["mode"] = "regions"
+    if low:
+        options["amp"] = method.dtype
     try:
         res = model.infer(lr8, **options)
-    except (TypeError, InputError) as exc:
-        if method.kind == "regions" and "mode" in str(exc):
+    except TypeError as exc:
+        if method.kind == "regions" and "'mode'" in str(exc):  # an engine without modes
             raise Unavailable("mode not available") from exc
+        raise
+    except InputError as exc:
+        if "calibrated" in str(exc):  # e.g. an edge row for a model with no edge table
+            raise Unavailable(f"{method.router} router not calibrated for this model") from exc
         raise
     engine = {"timings": res.timings, "tiles": getattr(res, "tiles", None)}
     engine["batch_sizes"] = res.batch_sizes
@@ -314,16 +342,15 @@ class MemoryProbe:
 # -- one measurement -----------------------------------------------------------------------
 
 
-def load(name: str, dev: torch.device, half: bool):
+def load(name: str, dev: torch.device):
     from classsr_core.model.loading import load_model
 
-    model = load_model(name, device=dev)
-    return model.half() if half else model
+    return load_model(name, device=dev)
 
 
 def measure(size: str, method: Method, model, args, dev: torch.device) -> Row:
     """Warm up on a small crop, then time ``args.reps`` runs, then score the last output."""
-    row = Row(size, method.label, method.model, method.kind, method.budget)
+    row = Row(size, method.label, method.model, method.kind, method.budget, method.dtype)
     lr8 = load_lr(size, args)
     try:
         run(method, model, np.ascontiguousarray(lr8[: WARM_UP[0], : WARM_UP[1]]), dev)
@@ -348,15 +375,27 @@ def measure(size: str, method: Method, model, args, dev: torch.device) -> Row:
         flops = loop_flops(model, row.class_counts)
     row.flops = info.get("flops", flops)
     hr = load_hr(size, args)
-    row.psnr = psnr(out, hr)
-    row.psnr_tiles = psnr(out, hr, seam_band=SEAM_BAND)
+    errors = squared_errors(out, hr)  # once: at 8K each pass over the pixels costs seconds
+    row.psnr = psnr(out, hr, errors=errors)
+    row.psnr_tiles = psnr(out, hr, seam_band=SEAM_BAND, errors=errors)
     return row
 
 
-def psnr(out: np.ndarray, hr: np.ndarray, seam_band: int = 0) -> float:
+def squared_errors(out: np.ndarray, hr: np.ndarray) -> torch.Tensor:
+    """Per HR pixel, the squared error summed over the channels: integers, exact, in torch
+    (threaded) rather than numpy float64 (4 s a pass at 8K on one core)."""
+    diff = (torch.from_numpy(out).to(torch.int16) - torch.from_numpy(hr).to(torch.int16)).int()
+    sq = diff * diff  # at most 3 * 255**2 a pixel: int32 holds it
+    return sq.sum(dim=2, dtype=torch.int32) if sq.dim() == 3 else sq
+
+
+def psnr(
+    out: np.ndarray, hr: np.ndarray, seam_band: int = 0, errors: torch.Tensor | None = None
+) -> float:
     """The SR task's PSNR (RGB, 0..255, its crop_border; SSIM is skipped: slow at 8K).
     ``seam_band``: also leave out the HR pixels within that distance of a boundary between
-    mosaic tiles (where two unrelated photos meet, no network can restore the jump)."""
+    mosaic tiles (where two unrelated photos meet, no network can restore the jump).
+    ``errors``: :func:`squared_errors` of the pair, if already computed."""
     from classsr_core.plugins.registry import lookup
 
     border = lookup("tasks", "sr").factory(scale=SCALE).crop_border()
@@ -367,8 +406,10 @@ def psnr(out: np.ndarray, hr: np.ndarray, seam_band: int = 0) -> float:
             keep[y - seam_band : y + seam_band] = False
         for x in range(TILE[0], hr.shape[1], TILE[0]):
             keep[:, x - seam_band : x + seam_band] = False
-    err = (out.astype(np.float64) - hr.astype(np.float64)) ** 2
-    mse = err[keep].mean()
+    errors = squared_errors(out, hr) if errors is None else errors
+    channels = out.shape[2] if out.ndim == 3 else 1
+    kept = torch.from_numpy(keep)
+    mse = int(torch.where(kept, errors, 0).sum(dtype=torch.int64)) / (int(kept.sum()) * channels)
     return float(10 * np.log10(255.0**2 / mse)) if mse > 0 else float("inf")
 
 
@@ -381,8 +422,8 @@ def one(args) -> int:
     dev = torch.device(args.device)
     name = args.o_model if kind in O_KINDS else args.model[0]
     budget = args.budget[0] if args.budget else None
-    method = Method(kind, name, budget, args.router[0])
-    row = measure(size, method, load(name, dev, args.half), args, dev)
+    method = Method(kind, name, budget, args.router[0], args.dtype[0])
+    row = measure(size, method, load(name, dev), args, dev)
     print("ROW " + json.dumps(asdict(row)))
     return 0
 
@@ -392,14 +433,17 @@ def one(args) -> int:
 
 def plan(args) -> list[tuple[str, Method]]:
     todo = []
-    for size in args.sizes:
-        todo += [(size, Method(kind, args.o_model)) for kind in O_KINDS]
-        for name in args.model:
-            todo.append((size, Method("loop", name)))
-            for router in args.router:
-                for budget in [None, *args.budget]:
-                    for kind in args.kinds:
-                        todo.append((size, Method(kind, name, budget, router)))
+    for dtype in args.dtype:  # fp32 first: a run cut short keeps the reference rows
+        for size in args.sizes:
+            todo += [(size, Method(kind, args.o_model, dtype=dtype)) for kind in args.o_kinds]
+            for name in args.model:
+                if dtype == "fp32" and not args.no_loop:
+                    todo.append((size, Method("loop", name)))
+                kinds = args.kinds if dtype == "fp32" else args.amp_kinds or args.kinds
+                for router in args.router:
+                    for budget in [None, *args.budget]:
+                        for kind in kinds:
+                            todo.append((size, Method(kind, name, budget, router, dtype)))
     return todo
 
 
@@ -414,7 +458,7 @@ def child_command(size: str, method: Method, args) -> list[str]:
     cmd += ["--threads", str(args.threads), "--reps", str(args.reps)]
     if method.budget is not None:
         cmd += ["--budget", repr(method.budget)]
-    cmd += ["--router", method.router]
+    cmd += ["--router", method.router, "--dtype", method.dtype]
     if args.max_side:
         cmd += ["--max-side", str(args.max_side)]
     return cmd
@@ -426,7 +470,7 @@ def measure_in_child(size: str, method: Method, args) -> Row:
         if line.startswith("ROW "):
             return Row(**json.loads(line[4:]))
     sys.stderr.write(proc.stderr[-3000:])
-    row = Row(size, method.label, method.model, method.kind, method.budget)
+    row = Row(size, method.label, method.model, method.kind, method.budget, method.dtype)
     row.note = f"failed (exit {proc.returncode}; its stderr is printed above)"
     return row
 
@@ -434,12 +478,12 @@ def measure_in_child(size: str, method: Method, args) -> Row:
 def measure_here(size: str, method: Method, args, dev: torch.device, models: dict) -> Row:
     """In this process (GPU, or --in-process): a failure becomes a row, not the end."""
     try:
-        if method.model not in models:
-            models[method.model] = load(method.model, dev, args.half)
+        if method.model not in models:  # kept: small next to the images; counts cached
+            models[method.model] = load(method.model, dev)
         return measure(size, method, models[method.model], args, dev)
     except Exception as exc:
         traceback.print_exc()
-        row = Row(size, method.label, method.model, method.kind, method.budget)
+        row = Row(size, method.label, method.model, method.kind, method.budget, method.dtype)
         row.note = f"failed ({type(exc).__name__}: {str(exc)[:80]})"
         return row
 
@@ -449,7 +493,7 @@ def measure_all(args, dev: torch.device, head: list[str]) -> list[Row]:
     for size, method in plan(args):
         t0 = time.perf_counter()
         if method.kind == "loop" and loop_skipped(size, args):
-            row = Row(size, method.label, method.model, method.kind)
+            row = Row(size, method.label, method.model, method.kind, dtype=method.dtype)
             row.note = f"skipped (--skip-loop-above {args.skip_loop_above})"
         elif dev.type == "cpu" and not args.in_process:
             row = measure_in_child(size, method, args)
@@ -469,8 +513,11 @@ def measure_all(args, dev: torch.device, head: list[str]) -> list[Row]:
 
 
 def command() -> str:
+    """This run's command line; a Python outside the repository by its name only (the GPU
+    check's tables name no path outside it)."""
     python = os.path.relpath(sys.executable)
-    return shlex.join([sys.executable if python.startswith("..") else python, *sys.argv])
+    python = os.path.basename(sys.executable) if python.startswith("..") else python
+    return shlex.join([python, *sys.argv])
 
 
 def header(args, dev: torch.device) -> list[str]:
@@ -495,13 +542,15 @@ def header(args, dev: torch.device) -> list[str]:
             "ru_maxrss"
         )
     crop = f"; debug: LR cropped to at most {args.max_side} px a side" if args.max_side else ""
-    dtype = "fp16 (models .half(); the engine casts its input to the model's dtype)"
+    dtypes = ", ".join(args.dtype)
+    if args.dtype != ["fp32"]:
+        dtypes += " (fp16 / bf16: fp32 weights under torch.autocast, the engine's amp=)"
     return [
         "# Speed: x4 upscaling of real photos to 2K, 4K and 8K",
         "",
         f"- machine: {machine(args.threads, dev)}",
         f"- command: `{command()}`",
-        f"- date: {time.strftime('%Y-%m-%d %H:%M')}; weights: {dtype if args.half else 'fp32'}",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M')}; weights: {dtypes}",
         "- images: the two validation photos (Wood, YellowFlower) at full size, centre-"
         "cropped to 16:9, MATLAB-bicubic resized to 1920x1080 tiles; 2K one tile, 4K 2x2 "
         "and 8K 4x4 mosaics with mirrored tiles; LR = MATLAB bicubic x1/4, uint8" + crop,
@@ -531,7 +580,7 @@ def fmt_mem(value: float | None, upper: bool = False) -> str:
 
 
 def table(rows: list[Row]) -> list[str]:
-    whole = {r.size: r for r in rows if r.kind == "whole" and r.times}
+    whole = {(r.size, r.dtype): r for r in rows if r.kind == "whole" and r.times}
     lines = [
         "| size | method | model | time s | time / -O whole | peak memory above baseline "
         "| absolute peak | PSNR dB | PSNR dB, seams out | vs -O, seams out "
@@ -542,7 +591,7 @@ def table(rows: list[Row]) -> list[str]:
         if r.note:
             lines.append(f"| {r.size} | {r.method} | {r.model} | {r.note} | | | | | | | | |")
             continue
-        ref = whole.get(r.size)
+        ref = whole.get((r.size, r.dtype))
         ratio = f"{r.time / ref.time:.2f}" if ref else "-"
         flops = f"{r.flops / ref.flops:.3f}" if ref and r.flops and ref.flops else "-"
         tiles = "-" if r.psnr_tiles is None else f"{r.psnr_tiles:.3f}"
@@ -561,9 +610,34 @@ def table(rows: list[Row]) -> list[str]:
     return lines
 
 
+def targets(rows: list[Row]) -> list[str]:
+    """The GPU targets of issue 17 read off the rows: each ClassSR row against the official
+    loop (fp32, same size and model) and its time ratio to -O whole (same size and dtype)
+    over its FLOPs ratio."""
+    timed = [r for r in rows if r.times and not r.note]
+    loop = {(r.size, r.model): r for r in timed if r.kind == "loop"}
+    whole = {(r.size, r.dtype): r for r in timed if r.kind == "whole"}
+    lines = []
+    for r in timed:
+        if r.kind not in ("patches", "regions"):
+            continue
+        parts = []
+        ref = loop.get((r.size, r.model))
+        if ref:
+            loop_name = "official loop" if r.dtype == "fp32" else "official loop (fp32)"
+            parts.append(f"{ref.time / r.time:.1f}x faster than the {loop_name} (>= 10)")
+        o = whole.get((r.size, r.dtype))
+        if o and r.flops and o.flops:
+            t, f = r.time / o.time, r.flops / o.flops
+            parts.append(f"time / -O whole {t:.2f} at FLOPs {f:.3f}: {t / f:.2f}x (<= 1.1)")
+        if parts:
+            lines.append(f"- {r.size} {r.method} ({r.model}): " + "; ".join(parts))
+    return ["Against the GPU targets (issue 17):", "", *lines, ""] if lines else []
+
+
 def render(rows: list[Row], head: list[str]) -> str:
     end = f"- load average at the end: {os.getloadavg()[0]:.2f}"
-    return "\n".join([*head, *table(rows), "", end, ""])
+    return "\n".join([*head, *table(rows), "", *targets(rows), end, ""])
 
 
 def write(args, rows: list[Row], head: list[str]) -> None:
@@ -610,7 +684,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--device", default=None, help="default: classsr_core.device.pick_device")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--reps", type=int, default=None, help="timed runs (default 1 CPU, 3 GPU)")
-    ap.add_argument("--half", action="store_true", help="fp16 models (CUDA only)")
+    ap.add_argument(
+        "--dtype",
+        nargs="+",
+        choices=list(DTYPES),
+        default=["fp32"],
+        help="precisions, each with its rows: fp16 and bf16 under torch.autocast (the "
+        "engine's amp=); for GPUs, slow on CPU",
+    )
+    ap.add_argument("--half", action="store_true", help="the same as --dtype fp16")
+    ap.add_argument(
+        "--amp-kinds",
+        nargs="+",
+        choices=("patches", "regions"),
+        default=None,
+        help="engine modes of the fp16 / bf16 ClassSR rows (default: --kinds)",
+    )
+    ap.add_argument(
+        "--o-kinds",
+        nargs="+",
+        choices=O_KINDS,
+        default=list(O_KINDS),
+        help="rows of the -O model (whole is the reference of the ratios)",
+    )
+    ap.add_argument("--no-loop", action="store_true", help="leave out the official per-patch loop")
     ap.add_argument(
         "--skip-loop-above",
         choices=list(SIZES),
@@ -643,13 +740,15 @@ def main() -> int:
         return one(args)
     from classsr_core.device import pick_device
 
-    dev = pick_device(args.device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda, but torch sees no CUDA device here")
-    if args.half and dev.type != "cuda":
-        raise SystemExit(
-            "--half needs --device cuda (fp16 convolutions are slow or missing on CPU)"
-        )
+    try:
+        dev = pick_device(args.device)
+    except InputError as exc:  # e.g. --device cuda where torch sees no GPU
+        raise SystemExit(f"--device: {exc}") from None
+    if args.half:
+        args.dtype = ["fp16"]
+    args.dtype = sorted(set(args.dtype), key=list(DTYPES).index)  # fp32 rows first
+    if dev.type == "cpu" and args.dtype != ["fp32"]:
+        print("note: fp16 / bf16 on CPU only prove the code path (slow, not a timing)")
     args.device = str(dev)
     if args.reps is None:
         args.reps = 1 if dev.type == "cpu" else 3

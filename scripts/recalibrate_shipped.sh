@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${1:-${PYTHON:-.venv/bin/python}}"
 tmp="$(mktemp -d)"
-for name in classsr-fsrcnn-x4-fast classsr-fsrcnn-x4-shared classsr-fsrcnn-x4; do
+MODELS="${MODELS:-classsr-fsrcnn-x4-fast classsr-fsrcnn-x4-shared classsr-fsrcnn-x4 classsr-srresnet-x4}"
+for name in $MODELS; do  # MODELS="a b" recalibrates only those
   "$PY" -m classsr_core.cli calibrate data/photos/train data/photos/calib \
       --model "$name" -o "$tmp/$name.safetensors" --make-default
   "$PY" - "$tmp/$name.safetensors" "classsr_core/weights/$name.safetensors" <<'PYEOF'

@@ -128,8 +128,6 @@ LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 REPO_PATH = re.compile(
     r"`((?:classsr_core|docs|examples|scripts|benchmarks|tests|plugins)/[\w./-]*|[A-Z]+\.md)`"
 )
-# Written by another change in flight; its stale module paths are fixed there.
-STALE_ELSEWHERE = {"docs/performance.md"}
 
 
 def _slug(heading: str) -> str:
@@ -165,8 +163,6 @@ def test_relative_links_resolve(doc):
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(README.parent)))
 def test_paths_named_in_backticks_exist(doc):
     rel = str(doc.relative_to(README.parent))
-    if rel in STALE_ELSEWHERE:
-        pytest.skip(f"{rel} is being rewritten by another change")
     text = doc.read_text(encoding="utf-8")
     missing = [
         p for p in REPO_PATH.findall(text) if "*" not in p and not (README.parent / p).exists()
