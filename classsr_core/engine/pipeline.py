@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import time
 import warnings
 from collections.abc import Callable
@@ -97,7 +98,12 @@ def infer(
         halo: "regions" only: LR pixels of context around each tile; default each branch's
             measured receptive field, at most 8.
         max_cells: "regions" only: the largest tile, in patches a side (default 8).
-        amp: ``"fp16"`` or ``"bf16"``: run the router and branches under ``torch.autocast``.
+        amp: ``"fp16"`` or ``"bf16"``: run the router and branches under ``torch.autocast``
+            (the recommended path to reduced precision). A model whose weights are cast
+            instead (``model.half()``, ``model.to(torch.bfloat16)``) also runs: each network
+            gets its input in its weights' dtype, while the LR image, the routing statistics,
+            the halos' measurement and the HR canvas stay float32, and the output follows
+            the input as above; what a device cannot run so is an ``InputError``.
         router: a registered router (``classsr plugins``): ``"classifier"`` (the
             Class-Module, as the paper) or ``"edge"`` (the model's calibrated edge table;
             no classifier runs). ``None``: the model's own default router (recorded in its
@@ -116,7 +122,7 @@ def infer(
     x, kind, dev, grid, costs, sizes, p, s = setup
     forced = check_classes(classes, grid, len(model.branches))
     autocast = torch.autocast(dev.type, dtype=AMP[amp]) if amp else contextlib.nullcontext()
-    with _eval_mode(model), torch.inference_mode(), autocast:
+    with _eval_mode(model), torch.inference_mode(), autocast, _cast_errors(model, dev):
         run = _open_run(model, x, kind, dev, grid, costs, sizes, options)
         t0 = run.now()
         scores = router_.score(run)
@@ -291,7 +297,10 @@ def _open_run(model, x, kind, dev, grid, costs, sizes, options) -> Run:
         # One upload of the whole LR image (there are no per-patch copies): from pinned
         # memory it is a DMA transfer that does not block the host.
         x = x.pin_memory().to(dev, non_blocking=True)
-    lr = pad_to(x.to(dev, model_dtype(model)), grid.height, grid.width)
+    # Never below float32 (a model cast to fp16 / bf16): see Run; the networks' inputs are
+    # cast to their weights' dtype where they are called.
+    dtype = torch.promote_types(model_dtype(model), torch.float32)
+    lr = pad_to(x.to(dev, dtype), grid.height, grid.width)
     height, width = x.shape[-2:]
     return Run(model, lr, height, width, grid, costs, sizes, dev, kind == "numpy", options)
 
@@ -337,6 +346,32 @@ def _plugin(kind: str, name, what: str):
     except PluginError:
         known = tuple(get_registry().names(kind))
         raise InputError(f"{what} must be one of {known}, got {name!r}") from None
+
+
+# What torch says when a device has no kernel for a dtype, or a network's layers disagree.
+_DTYPE_FAILURE = re.compile(
+    r"not implemented for '(Half|BFloat16)'|should be the same|same dtype|expected scalar type",
+    re.IGNORECASE,
+)
+
+
+@contextlib.contextmanager
+def _cast_errors(model, dev: torch.device):
+    """A model cast to fp16 / bf16 (``model.half()``) runs with each network's input in its
+    weights' dtype; where the device or a partly cast model cannot, say so and name the
+    supported path (autocast) instead of torch's internal dtype error."""
+    try:
+        yield
+    except RuntimeError as exc:
+        low = sorted({str(t.dtype) for t in model.parameters() if t.dtype in AMP.values()})
+        if not low or not _DTYPE_FAILURE.search(str(exc)):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(
+            f"the model's weights are cast to {', '.join(low)} and it cannot run so on "
+            f"{dev.type} ({first}); keep the weights in float32 (model.float()) and pass "
+            f"amp='fp16' or amp='bf16' to infer (autocast; --amp on the command line)"
+        ) from exc
 
 
 @contextlib.contextmanager

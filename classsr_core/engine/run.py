@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
 from classsr_core.device import synchronize
 from classsr_core.engine.costs import PatchCosts
 from classsr_core.engine.grid import PatchGrid
+
+
+def weights_dtype(module: nn.Module | None) -> torch.dtype | None:
+    """The dtype of ``module``'s floating weights: what its input must be when the model was
+    cast (``model.half()``, ``model.to(torch.bfloat16)``). A weight-sharing branch holds no
+    parameters of its own: its supernet's. ``None`` when it has none (e.g. bicubic)."""
+    for source in (module, getattr(module, "supernet", None)):
+        if isinstance(source, nn.Module):
+            for t in itertools.chain(source.parameters(), source.buffers()):
+                if t.is_floating_point():
+                    return t.dtype
+    return None
+
+
+def as_input(batch: torch.Tensor, module: nn.Module | None) -> torch.Tensor:
+    """``batch`` in the dtype of ``module``'s weights (no copy when it already is)."""
+    dtype = weights_dtype(module)
+    return batch if dtype is None or dtype == batch.dtype else batch.to(dtype)
 
 
 @dataclass
@@ -18,7 +38,11 @@ class Run:
     """The LR image on its device, its grid and costs, and the clocks.
 
     ``lr`` is padded to the grid (``grid.height x grid.width``); ``height x width`` is the
-    real image. ``options`` holds the executor's own keywords (``blend``, ``halo``, ...).
+    real image. It is float32 (float64 for a float64 model) even when the model's weights
+    are cast to fp16 / bf16: routing statistics and the output canvas stay in full
+    precision, as under autocast, and each network gets its input cast to its own weights'
+    dtype (:func:`as_input`). ``options`` holds the executor's own keywords (``blend``,
+    ``halo``, ...).
     """
 
     model: Any
@@ -58,11 +82,12 @@ class Run:
         """The LR image without the grid's padding."""
         return self.lr[:, :, : self.height, : self.width]
 
-    def patches(self, idx: torch.Tensor) -> torch.Tensor:
-        """LR patches ``idx`` (row-major grid indices on the device), ``(B, C, p, p)``."""
+    def patches(self, idx: torch.Tensor, module: nn.Module | None = None) -> torch.Tensor:
+        """LR patches ``idx`` (row-major grid indices on the device), ``(B, C, p, p)``; in
+        the dtype of ``module``'s weights when one is given (see :func:`as_input`)."""
         cols = self.grid.cols
         batch = self._view[self._ys[idx // cols], self._xs[idx % cols]]
-        return batch.contiguous(memory_format=self.layout)
+        return as_input(batch.contiguous(memory_format=self.layout), module)
 
     def now(self) -> float:
         """A clock reading after the device has finished its queued work."""

@@ -94,7 +94,7 @@ def _run_patches(run: Run, routed_cpu: torch.Tensor, blend: str) -> torch.Tensor
         for start in range(0, idx_all.numel(), bs):
             idx = idx_all[start : start + bs]
             t0 = now()
-            out = branch(run.patches(idx.to(dev)))
+            out = branch(run.patches(idx.to(dev), branch))
             t1 = now()
             t_branch += t1 - t0
             if out.shape[-2:] != (ps, ps):

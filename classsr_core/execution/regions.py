@@ -18,6 +18,7 @@ so memory stays flat in the image size.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from classsr_core.engine.run import Run
+from classsr_core.engine.run import Run, as_input, weights_dtype
 from classsr_core.errors import InputError
 from classsr_core.execution.base import Executor
 
@@ -119,14 +120,18 @@ def receptive_radius(
     branch.eval()
     try:
         with torch.inference_mode(False), torch.enable_grad():
+            # In float32 even for a model cast to fp16 / bf16 or run under autocast: small
+            # gradients at the field's rim underflow to zero in fp16 (a halo too narrow),
+            # and numpy has no bf16.
+            probe = _float32(branch)
             gen = torch.Generator().manual_seed(0)
-            dtype = next((t.dtype for t in branch.parameters() if t.is_floating_point()), None)
-            x = torch.rand(1, in_channels, size, size, generator=gen).to(device, dtype)
+            x = torch.rand(1, in_channels, size, size, generator=gen).to(device)
             x.requires_grad_(True)
-            out = branch(x)
+            with torch.autocast(x.device.type, enabled=False):
+                out = probe(as_input(x, probe))
             lo, hi = centre * scale, (centre + 1) * scale
             out[..., lo:hi, lo:hi].float().sum().backward()
-            grad = x.grad.abs().sum(dim=(0, 1)).cpu().numpy()
+            grad = x.grad.float().abs().sum(dim=(0, 1)).cpu().numpy()
     finally:
         branch.train(was)
     hit = np.argwhere(grad > 0)
@@ -134,6 +139,16 @@ def receptive_radius(
         return 0
     radius = int(np.abs(hit - centre).max())
     return min(radius, cap)
+
+
+def _float32(branch: nn.Module) -> nn.Module:
+    """``branch``, or a float32 copy of it when its weights are fp16 / bf16 (a weight-sharing
+    branch: a standalone copy of its slices)."""
+    dtype = weights_dtype(branch)
+    if dtype is None or dtype.itemsize >= 4:
+        return branch
+    probe = branch.as_module() if hasattr(branch, "as_module") else copy.deepcopy(branch)
+    return probe.float().eval()
 
 
 def tile_batches(rects: list[Rect], halos: list[int], height: int, width: int) -> list:
@@ -254,7 +269,8 @@ def _run_regions(run: Run, batches) -> tuple[Any, int]:
             chunk = group[start : start + per_call]
             batch = torch.cat([lr[:, :, w[0] : w[1], w[2] : w[3]] for _, w in chunk])
             t0 = run.now()
-            out = model.branches[cls](batch.contiguous(memory_format=layout))
+            branch = model.branches[cls]
+            out = branch(as_input(batch.contiguous(memory_format=layout), branch))
             t1 = run.now()
             timings[f"branch_{cls}"] = timings.get(f"branch_{cls}", 0.0) + t1 - t0
             timings["branches"] += t1 - t0

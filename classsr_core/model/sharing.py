@@ -36,6 +36,11 @@ class SlicedBranch(nn.Module):
                     f"the widest network's {tuple(big.shape)}; this backbone cannot share weights"
                 )
 
+    @property
+    def supernet(self) -> nn.Module:
+        """The widest network, whose leading slices this branch's weights are."""
+        return self._supernet[0]
+
     def sliced_state(self) -> dict[str, torch.Tensor]:
         supernet = self._supernet[0]
         full = dict(supernet.named_parameters())

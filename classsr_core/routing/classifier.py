@@ -35,7 +35,8 @@ class ClassifierRouter(Router):
         batch = max(*run.batch_sizes, MIN_CLASSIFY_BATCH)
         for start in range(0, n, batch):
             idx = torch.arange(start, min(start + batch, n), device=run.device)
-            chunks.append(model.classify(run.patches(idx)).float().softmax(dim=1))
+            patches = run.patches(idx, model.classifier)  # in the classifier's dtype
+            chunks.append(model.classify(patches).float().softmax(dim=1))
         probs = torch.cat(chunks)
         return Scores(
             probs.argmax(dim=1),
