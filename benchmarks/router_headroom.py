@@ -337,6 +337,8 @@ def report(results: list[dict], tol: float) -> str:
             f"| {m} | {f.mean():.3f} | {f.max():.3f} | {lo.mean():+.3f} | {lo.min():+.3f} | "
             f"{int((lo < -0.10).sum())}/{len(lo)} | {tm} | {tx} |"
         )
+    if all("-O regions" in r["rows"] for r in results):
+        lines += ["", *against_o(results, methods)]
     if all("widest_flops" in r for r in results):  # folder budgets: totals, not means
         total = sum(r["widest_flops"] for r in results)
         lines += ["", "| method | total FLOPs fraction | mean loss dB | worst loss dB |"]
@@ -348,6 +350,31 @@ def report(results: list[dict], tol: float) -> str:
             lo = np.array([r["rows"][m]["loss"] for r in results])
             lines.append(f"| {m} | {spent / total:.3f} | {lo.mean():+.3f} | {lo.min():+.3f} |")
     return "\n".join(lines)
+
+
+def against_o(results: list[dict], methods: list[str]) -> list[str]:
+    """The fair comparison: every method against the -O network through the same regions
+    engine in the same process (FLOPs and dB relative to it, per image, then mean / worst)."""
+    lines = [
+        "Against the -O model in regions mode (FLOPs / -O, dB vs -O):",
+        "",
+        "| method | mean FLOPs / -O | max FLOPs / -O | mean dB vs -O | worst dB vs -O | "
+        "images below -0.10 dB | mean time / -O | max time / -O |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for m in methods:
+        if m == "-O regions":
+            continue
+        rows = [(r["rows"][m], r["rows"]["-O regions"]) for r in results]
+        f = np.array([x["flops"] / o["flops"] for x, o in rows])
+        lo = np.array([x["loss"] - o["loss"] for x, o in rows])
+        t = np.array([x["t_rel"] for x, _ in rows if x["t_rel"] is not None])
+        tm, tx = (f"{t.mean():.2f}", f"{t.max():.2f}") if len(t) else ("-", "-")
+        lines.append(
+            f"| {m} | {f.mean():.3f} | {f.max():.3f} | {lo.mean():+.3f} | {lo.min():+.3f} | "
+            f"{int((lo < -0.10).sum())}/{len(lo)} | {tm} | {tx} |"
+        )
+    return lines
 
 
 def main(argv=None) -> int:
@@ -368,7 +395,12 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=1, help="time: min over this many runs")
     ap.add_argument("--limit", type=int, default=None, help="first N images only")
     ap.add_argument("--json", default=None, help="write the per-image numbers here")
+    ap.add_argument("--from-json", default=None, help="print the report of an earlier --json")
     args = ap.parse_args(argv)
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        print(report(saved["images"], saved["args"]["tolerance"]))
+        return 0
     torch.set_num_threads(args.threads)
     model = load_model(args.model, device="cpu")
     files = list_images([args.photos])[: args.limit]

@@ -267,3 +267,21 @@ def test_rcan_is_10_groups_of_20_blocks_with_channel_attention():
     net255 = factory(scale=2, n_feats=16, n_resblocks=1, n_resgroups=1, rgb_range=255)
     torch.testing.assert_close(net255.sub_mean.bias, -255 * mean)
     assert "rgb_range=255" in repr(net255)
+
+
+def test_srresnet_width_0_is_bicubic_alone_and_the_cheapest_shared_branch():
+    net = lookup("backbones", "srresnet").factory(scale=4, nf=0)
+    assert count_params(net) == 0
+    x = torch.rand(1, 3, 8, 8)
+    want = F.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False)
+    assert torch.equal(net(x), want)
+    torch.manual_seed(0)
+    model = ClassWrapper(
+        "srresnet", widths=[0, 16], shared_weights=True, backbone_kwargs={"nb": 2}
+    ).eval()
+    out = model.infer(torch.rand(1, 3, 64, 64), classes=torch.zeros(3, 3, dtype=torch.long))
+    assert list(out.class_counts) == [9, 0]
+    cheap, wide = out.flops_per_patch["branches"]
+    assert cheap < 0.01 * wide  # the interpolation alone, beside even a 2-block SRResNet-16
+    with pytest.raises(InputError, match="0 or more"):
+        lookup("backbones", "srresnet").factory(scale=4, nf=-1)

@@ -178,6 +178,31 @@ def test_band_engine_matches_infer_with_a_budget():
         path.unlink(missing_ok=True)
 
 
+def test_band_writer_fails_cleanly_mid_image(tmp_path):
+    """An error upstream after some bands (a failed band, Ctrl-C) leaves no file and does not
+    hang: the TIFF writer's thread used to wait for an end it had already taken."""
+    import threading
+
+    from classsr_core.io.streams import BandWriter
+
+    errors = []
+
+    def write(path):
+        try:
+            with BandWriter(path, 256, 40, 3, 255) as writer:
+                writer.write(np.zeros((64, 40, 3), np.uint8))
+                raise RuntimeError("a band failed")
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    for name in ("half.tif", "half.png"):
+        thread = threading.Thread(target=write, args=(tmp_path / name,), daemon=True)
+        thread.start()
+        thread.join(timeout=60)
+        assert not thread.is_alive(), f"{name}: the writer hangs"
+    assert errors == ["a band failed"] * 2 and list(tmp_path.iterdir()) == []
+
+
 def test_unstreamable_output_is_refused_before_any_work(tmp_path, capsys):
     (src,) = _crops(tmp_path / "in", FIVE[:1])
     out = tmp_path / "big.jpg"

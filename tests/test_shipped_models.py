@@ -15,7 +15,23 @@ NAMES = sorted(shipped_models())
 
 
 def test_the_zoo_is_there():
-    assert {"classsr-fsrcnn-x4", "fsrcnn-x4"} <= set(NAMES)
+    assert {"classsr-fsrcnn-x4", "fsrcnn-x4", "classsr-srresnet-x4", "srresnet-x4"} <= set(NAMES)
+
+
+@pytest.mark.parametrize("name", ["srresnet-x4", "classsr-srresnet-x4"])
+def test_srresnet_models_are_stored_in_fp16_and_load_in_fp32(name):
+    state, meta = read_checkpoint(shipped_models()[name])
+    assert meta["card"]["stored_as"] == "float16"
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    model = load_model(name, device="cpu")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert model.spec["backbone"] == "srresnet"
+
+
+def test_classsr_srresnet_carries_its_router():
+    model = load_model("classsr-srresnet-x4", device="cpu")
+    assert model.default_router == "edge"
+    assert model.spec["widths"] == [0, 48, 64] and model.spec["shared_weights"]
 
 
 @pytest.fixture(scope="module")

@@ -304,11 +304,15 @@ class _TiffSink:
         photometric = "minisblack" if w.channels in (1, 2) else "rgb"
         extra = {"extrasamples": ("unassalpha",)} if w.channels in (2, 4) else {}
 
+        ended = False  # the producer's end (None) taken from the queue
+
         def strips() -> Iterator[np.ndarray]:
+            nonlocal ended
             buf = None
             while True:
                 band = self.queue.get()
                 if band is None:
+                    ended = True
                     break
                 buf = band if buf is None else np.concatenate([buf, band])
                 while buf.shape[0] >= rows_per_strip:
@@ -330,7 +334,9 @@ class _TiffSink:
                     )
             except BaseException as exc:  # reported by write / close
                 self.error = exc
-                while self.queue.get() is not None:  # unblock the producer
+                # Unblock the producer, up to its end; a producer that stopped early (an
+                # error upstream: too few rows, which tifffile refuses) has sent it already.
+                while not ended and self.queue.get() is not None:
                     pass
 
         self.thread = threading.Thread(target=run, daemon=True)
@@ -355,3 +361,6 @@ def write_bands(
     with BandWriter(path, height, width, channels, maxv) as writer:
         for band in bands:
             writer.write(band)
+            # Not held while the next band is computed: a band may be a view of a whole
+            # canvas (engine.bands.stream_bands), which would then stay in memory too.
+            del band

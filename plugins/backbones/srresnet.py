@@ -47,7 +47,15 @@ class MSRResNet(nn.Module):
         super().__init__()
         if scale not in (1, 2, 3, 4):
             raise InputError(f"srresnet upscales by 1, 2, 3 or 4, not {scale}")
+        if nf < 0:
+            raise InputError(f"srresnet width nf must be 0 or more, got {nf}")
         self.upscale = scale
+        self.nf = nf
+        if nf == 0:
+            # Width 0 is no network: bicubic upscaling alone (as FSRCNN's width 0). As the
+            # cheapest branch of a ClassSR model it takes the smooth patches, where the
+            # network adds next to nothing, at ~0.01% of SRResNet-64's cost.
+            return
         self.conv_first = nn.Conv2d(in_channels, nf, 3, 1, 1)
         self.recon_trunk = nn.Sequential(*[ResidualBlockNoBN(nf) for _ in range(nb)])
         if scale in (2, 4):
@@ -64,6 +72,10 @@ class MSRResNet(nn.Module):
         _init_scaled(self, 0.1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.nf == 0:
+            if self.upscale == 1:
+                return x
+            return F.interpolate(x, scale_factor=self.upscale, mode="bicubic", align_corners=False)
         out = self.recon_trunk(self.lrelu(self.conv_first(x)))
         if self.upscale > 1:
             out = self.lrelu(self.pixel_shuffle(self.upconv1(out)))
