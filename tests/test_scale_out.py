@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import cv2
@@ -68,8 +69,17 @@ def _torchrun(*argv: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone"]
     cmd += ["-m", "classsr_core", *argv, "--model", MODEL, "--device", "cpu"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    if done.returncode != 0 and EXIT_ABORT in done.stderr and "Traceback" not in done.stderr:
+        # Known: about one run in 30 on this CPU, a rank aborts in gloo's teardown after
+        # the job's closing barrier, when every output is written (docs/performance.md,
+        # "Scale out"). The callers still check every output byte for byte.
+        warnings.warn(f"torchrun exited {done.returncode} at teardown: {EXIT_ABORT}", stacklevel=2)
+        return done
     assert done.returncode == 0, done.stderr[-3000:]
     return done
+
+
+EXIT_ABORT = "terminate called without an active exception"
 
 
 # A folder budget: one price for the whole job, found on rank 0 and used by both ranks.

@@ -59,6 +59,13 @@ class Job:
 
             self._sent.append(dist.isend(torch.ones(1), dst=0, group=self._group))
 
+    def barrier(self) -> None:
+        """Every rank waits here for the others (over gloo, whatever the device)."""
+        if self.distributed:
+            import torch.distributed as dist
+
+            dist.barrier(group=self._group)
+
     def close(self) -> None:
         for req in self._sent:
             req.wait()
@@ -113,7 +120,12 @@ def run(requested_device: str | None, body: Callable[[Job], int]) -> int:
             return 2
         raise
     try:
-        return body(job)
+        status = body(job)
+        # Leave together: a rank that tore down its gloo group while rank 0 still wrote the
+        # job's outputs sometimes aborted at exit ("terminate called without an active
+        # exception"). A rank that failed skips this; torchrun then stops the others.
+        job.barrier()
+        return status
     except ClassSRError:
         if not job.is_main:
             return 2
