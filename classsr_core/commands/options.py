@@ -56,6 +56,17 @@ def device_arg(text: str) -> str:
     return text
 
 
+def add_job_device(p: argparse.ArgumentParser) -> None:
+    """``--device`` of the commands that run under ``torchrun`` (upscale, run, sweep)."""
+    p.add_argument(
+        "--device",
+        type=device_arg,
+        default=None,
+        help="cpu, cuda, cuda:N, mps (default: best; under torchrun each rank takes "
+        "cuda:LOCAL_RANK when CUDA is there, else the CPU)",
+    )
+
+
 def pixels_arg(text: str) -> int:
     """``--max-pixels``: a pixel count (``_`` and ``e`` notation welcome); 0: no limit."""
     try:

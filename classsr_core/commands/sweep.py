@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from classsr_core.commands.options import add_engine_options, add_trust_code, device_arg
+from classsr_core.commands.options import add_engine_options, add_job_device, add_trust_code
 from classsr_core.commands.upscale import DEFAULT_MODEL
 
 
@@ -23,13 +23,7 @@ def add_parser(sub):
     )
     p.add_argument("-o", "--output", default="sweep", help="writes OUTPUT.csv and OUTPUT.png")
     add_engine_options(p)
-    p.add_argument(
-        "--device",
-        type=device_arg,
-        default=None,
-        help="cpu, cuda, cuda:N, mps (default: best; under torchrun each rank takes "
-        "cuda:LOCAL_RANK when CUDA is there, else the CPU)",
-    )
+    add_job_device(p)
     add_trust_code(p)
     return p
 

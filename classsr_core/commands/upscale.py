@@ -17,9 +17,9 @@ from typing import Any
 
 from classsr_core.commands.options import (
     add_engine_options,
+    add_job_device,
     add_trust_code,
     budget_arg,
-    device_arg,
     pixels_arg,
     positive_int_arg,
     tolerance_arg,
@@ -72,13 +72,7 @@ def _add_common(p):
     add_engine_options(p)
     p.add_argument("--halo", type=int, default=None, help="regions: LR context pixels")
     p.add_argument("--amp", choices=("fp16", "bf16"), default=None, help="autocast (GPUs)")
-    p.add_argument(
-        "--device",
-        type=device_arg,
-        default=None,
-        help="cpu, cuda, cuda:N, mps (default: best; under torchrun each rank takes "
-        "cuda:LOCAL_RANK when CUDA is there, else the CPU)",
-    )
+    add_job_device(p)
     existing = p.add_mutually_exclusive_group()
     existing.add_argument(
         "--overwrite", action="store_true", help="replace outputs that already exist"
@@ -158,9 +152,8 @@ def read_meta(name_or_path: str) -> dict[str, Any] | None:
     """A classsr checkpoint's config from its header alone (no weights read, no code run),
     so that outputs can be planned before the model loads; ``None`` when ``name_or_path`` is
     no classsr checkpoint (``load_model`` then says why)."""
-    from safetensors import safe_open
-
-    from classsr_core.io.checkpoint import FORMAT, shipped_models
+    from classsr_core.io.checkpoint import read_meta as read_header
+    from classsr_core.io.checkpoint import shipped_models
 
     path = Path(name_or_path)
     if not path.is_file():
@@ -168,14 +161,10 @@ def read_meta(name_or_path: str) -> dict[str, Any] | None:
         if path is None:
             return None
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        if meta.get("format") != FORMAT:
-            return None
-        config = json.loads(meta["config"])
+        config = read_header(path)
         int(config["model"]["scale"])  # what planning needs
         return config
-    except Exception:  # unreadable or incomplete: load_model reports it
+    except Exception:  # unreadable, not classsr's, or incomplete: load_model reports it
         return None
 
 
