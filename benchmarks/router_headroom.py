@@ -26,8 +26,10 @@ PSNR: RGB, 0..255 after rounding, ``scale`` px border cropped: what ``classsr sw
 (``Task.score``) reports. Loss = PSNR - PSNR of the widest branch through the same engine.
 FLOPs: ``result.flops_fraction`` (true multiply-adds, routing included, as a fraction of
 the widest branch on the whole image; forced widest in regions mode is above 1 by its halo).
-Time: ``result.timings["total"]``, min over ``--reps``; "t/w" divides by the forced widest
-branch's time through the same regions engine.
+Time: ``result.timings["total"]``, the fastest of ``--reps`` rounds that run every method in
+turn after one warm-up run each (interleaved: a slow spell of the machine hits every method
+alike), relative to the -O model through the same regions engine in the same process
+(``--o-model``), else to the forced widest branch.
 """
 
 from __future__ import annotations
@@ -201,72 +203,111 @@ def lam_fraction(a: np.ndarray, cost: np.ndarray) -> float:
     return float(cost[np.arange(len(a)), a].sum() / cost[:, -1].sum())
 
 
+def signal_cells(lr, err: np.ndarray, cells: Cells) -> dict:
+    """Each routing statistic of every whole cell beside what the widest branch gains over
+    the cheapest there (squared error, 0..255 levels, summed): the Spearman table of
+    :func:`report` pools these over the images."""
+    from classsr_core.routing.edge import STATISTICS, edge_scores
+
+    p = cells.p
+    rows, cols = cells.h // p, cells.w // p
+    ys, xs = np.arange(rows) * p, np.arange(cols) * p
+    ids = (np.arange(rows)[:, None] * cells.cols + np.arange(cols)[None, :]).reshape(-1)
+    out = {"gain": (err[ids, 0] - err[ids, -1]).tolist()}
+    for name in STATISTICS:
+        out[name] = edge_scores(lr.float(), ys, xs, p, name).tolist()
+    return out
+
+
+def spearman_lines(results: list[dict]) -> list[str]:
+    from scipy.stats import spearmanr
+
+    if not all("signals" in r for r in results):
+        return []
+    gain = np.concatenate([r["signals"]["gain"] for r in results])
+    names = [k for k in results[0]["signals"] if k != "gain"]
+    lines = [
+        "",
+        "Spearman of each routing statistic with what the widest branch gains over the "
+        f"cheapest, per whole cell ({len(gain)} cells):",
+        "",
+        "| statistic | Spearman |",
+        "|---|---|",
+    ]
+    for name in names:
+        s = np.concatenate([r["signals"][name] for r in results])
+        lines.append(f"| {name} | {spearmanr(s, gain)[0]:.3f} |")
+    return lines
+
+
+def timed(methods: dict, reps: int) -> tuple[dict, dict]:
+    """Run every method once (its result, and a warm-up: the first call on a new image size
+    pays for allocation and oneDNN's kernel choice), then ``reps`` rounds that take the
+    methods in turn, so that a slow spell of the machine hits all of them alike. Returns
+    the first results and each method's fastest ``timings["total"]``."""
+    results = {name: fn() for name, fn in methods.items()}
+    best = {name: math.inf for name in methods}
+    for _ in range(reps):
+        for name, fn in methods.items():
+            best[name] = min(best[name], fn().timings["total"])
+    return results, best
+
+
 def measure_image(model, path, args, o_model=None) -> dict:
     s, p = int(model.scale), int(model.patch_size)
     hr8, lr = load_pair(path, s)
     h, w = lr.shape[-2:]
     cells = Cells(h, w, p, s)
-    runs = branch_runs(model, lr, args.reps)
+    runs = branch_runs(model, lr)
     err = np.stack([cell_errors(cells, hr8, to_u8(r.output)) for r in runs], axis=1)
     pixel_cost = np.asarray(runs[0].flops_per_patch["branches"], dtype=np.float64) / (p * p)
     widest = runs[-1]
     w_psnr = cells.psnr(err[:, -1].sum())
-    w_time = widest.timings["total"]
-    rows = {}
-    names = ["bicubic"] + [f"branch {j}" for j in range(1, len(runs) - 1)] + ["widest"]
-    for j, r in enumerate(runs):
-        rows[f"forced {names[j]}"] = {
-            "flops": r.flops_fraction,
-            "loss": cells.psnr(err[:, j].sum()) - w_psnr,
-            "time": r.timings["total"],
-        }
     a, frac = oracle(err, pixel_cost, cells.lr_pixels, args.tolerance)
     comp = cells.psnr(err[np.arange(len(a)), a].sum())
-    res = run_timed(model, lr, args.reps, router="edge", classes=cells.grid_classes(a, widest.grid))
-    e_psnr = cells.psnr(cell_errors(cells, hr8, to_u8(res.output)).sum())
-    rows["oracle (composite)"] = {"flops": frac, "loss": comp - w_psnr, "time": None}
-    rows["oracle (engine)"] = {
-        "flops": res.flops_fraction,
-        "loss": e_psnr - w_psnr,
-        "time": res.timings["total"],
-        "classes": res.class_counts,
-    }
+    names = ["bicubic"] + [f"branch {j}" for j in range(1, len(runs) - 1)] + ["widest"]
+
+    def infer(m=model, **kw):
+        return lambda: m.infer(lr, mode="regions", **kw)
+
+    methods = {}
+    for j, r in enumerate(runs):
+        methods[f"forced {names[j]}"] = infer(router="edge", classes=np.full(r.class_map.size, j))
+    methods["oracle (engine)"] = infer(router="edge", classes=cells.grid_classes(a, widest.grid))
     if o_model is not None:  # the fair baseline: the -O network through the same engine
-        res = run_timed(o_model, lr, args.reps)
-        psnr = cells.psnr(cell_errors(cells, hr8, to_u8(res.output)).sum())
-        rows["-O regions"] = {"flops": res.flops_fraction, "loss": psnr - w_psnr}
-        rows["-O regions"]["time"] = w_time = res.timings["total"]
+        methods["-O regions"] = infer(o_model)
     for router in args.routers:
         for t in args.tolerances:
-            res = run_timed(model, lr, args.reps, router=router, tolerance=float(t))
-            psnr = cells.psnr(cell_errors(cells, hr8, to_u8(res.output)).sum())
-            rows[f"{router} tol {t}"] = {
-                "flops": res.flops_fraction,
-                "loss": psnr - w_psnr,
-                "time": res.timings["total"],
-                "classes": res.class_counts,
-            }
+            methods[f"{router} tol {t}"] = infer(router=router, tolerance=float(t))
         for b in args.budgets:
             budget = None if b == "none" else float(b)
-            res = run_timed(model, lr, args.reps, router=router, budget=budget)
-            psnr = cells.psnr(cell_errors(cells, hr8, to_u8(res.output)).sum())
             label = router if budget is None else f"{router} @{budget:g}"
-            rows[label] = {
-                "flops": res.flops_fraction,
-                "loss": psnr - w_psnr,
-                "time": res.timings["total"],
-                "classes": res.class_counts,
-            }
+            methods[label] = infer(router=router, budget=budget)
+    results, times = timed(methods, args.reps)
+    rows = {}
+    for name, res in results.items():
+        psnr = cells.psnr(cell_errors(cells, hr8, to_u8(res.output)).sum())
+        rows[name] = {
+            "flops": res.flops_fraction,
+            "loss": psnr - w_psnr,
+            "time": times[name],
+            "classes": res.class_counts,
+        }
+    rows["oracle (composite)"] = {"flops": frac, "loss": comp - w_psnr, "time": None}
+    signals = signal_cells(lr, err, cells)
+    base = "-O regions" if o_model is not None else "forced widest"
+    w_time = times[base]
     for r in rows.values():
         r["t_rel"] = None if r["time"] is None else r["time"] / w_time
     return {
         "image": Path(path).stem,
         "lr": [h, w],
         "widest_psnr": w_psnr,
-        "widest_time": w_time,
+        "widest_time": times["forced widest"],
         "baseline_time": w_time,
         "cells": cells.n,
         "rows": rows,
+        "signals": signals,
     }
 
 
@@ -339,6 +380,7 @@ def report(results: list[dict], tol: float) -> str:
         )
     if all("-O regions" in r["rows"] for r in results):
         lines += ["", *against_o(results, methods)]
+    lines += spearman_lines(results)
     if all("widest_flops" in r for r in results):  # folder budgets: totals, not means
         total = sum(r["widest_flops"] for r in results)
         lines += ["", "| method | total FLOPs fraction | mean loss dB | worst loss dB |"]

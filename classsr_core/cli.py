@@ -11,7 +11,13 @@ import os
 import sys
 import warnings
 
-from classsr_core.errors import ClassSRError, CostWarning
+from classsr_core.errors import (
+    BudgetWarning,
+    ClassSRError,
+    CostWarning,
+    DeviceWarning,
+    ModelNameWarning,
+)
 
 COMMANDS = [
     "plugins",
@@ -66,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     except ClassSRError as exc:
         print(f"classsr {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        from classsr_core.io.atomic import disk_full
+
+        if not disk_full(exc):
+            raise
+        # "disk full while writing PATH" (io.atomic), not a traceback
+        print(f"classsr {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -73,12 +87,17 @@ def main(argv: list[str] | None = None) -> int:
         warnings.formatwarning = plain
 
 
+_OWN = (CostWarning, ModelNameWarning, BudgetWarning, DeviceWarning)
+
+
 def _one_line(plain, command: str):
-    """Show a :class:`CostWarning` as ``classsr COMMAND: warning: ...`` on the command line
-    (not Python's file:line and source); every other warning as Python shows it."""
+    """Show classsr's own warnings (:class:`CostWarning`, :class:`ModelNameWarning`,
+    :class:`BudgetWarning`, :class:`DeviceWarning`) as ``classsr COMMAND: warning: ...`` on
+    the command line (not Python's file:line and source); every other
+    warning as Python shows it."""
 
     def formatwarning(message, category, filename, lineno, line=None):
-        if issubclass(category, CostWarning):
+        if issubclass(category, _OWN):
             return f"classsr {command}: warning: {message}\n"
         return plain(message, category, filename, lineno, line)
 

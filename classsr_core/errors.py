@@ -30,3 +30,17 @@ class CostWarning(UserWarning):
     """A model is built whose routing can cost more than it saves (see
     :func:`classsr_core.model.checks.check_routing_cost`). Silence it with
     ``warnings.filterwarnings("ignore", category=CostWarning)``."""
+
+
+class ModelNameWarning(UserWarning):
+    """A shipped model's name was given while a file of that name sits in the current
+    folder: the shipped model is loaded, and the file is named ``./NAME``."""
+
+
+class BudgetWarning(UserWarning):
+    """A compute budget (``budget=``, ``--budget``) below what the cheapest routing of an
+    image costs: the image spends that instead, and the warning says how much."""
+
+
+class DeviceWarning(UserWarning):
+    """An option the device runs slower, not faster (``amp="fp16"`` on a CPU)."""

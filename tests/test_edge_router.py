@@ -15,10 +15,12 @@ from classsr_core.model.loading import load_model
 from classsr_core.model.wrapper import ClassWrapper
 from classsr_core.routing.calibration import calibrate
 from classsr_core.routing.edge import (
-    GRADIENT_MACS_PER_PIXEL,
     LUMA,
+    STATISTICS,
     EdgeTable,
     edge_map,
+    edge_scores,
+    image_price,
     patch_scores,
 )
 
@@ -114,7 +116,7 @@ def test_one_bin_holds_the_widest_error_plus_each_branch_s_mean_cell_loss(model)
     hr = _photo(4)[:, :, :100, :120]
     lr = hr[:, :, ::2, ::2].contiguous()  # 50 x 60 LR: 3 x 3 whole 16-pixel cells
     t = calibrate(model, [(lr, hr)], bins=1)
-    assert t.edges == () and t.patches == 9 and t.statistic == "gradient-max"
+    assert t.edges == () and t.patches == 9 and t.statistic == "laplacian-energy"
     cells = []
     for branch in model.branches:
         with torch.inference_mode():
@@ -132,11 +134,13 @@ def test_one_bin_holds_the_widest_error_plus_each_branch_s_mean_cell_loss(model)
 def test_calibration_bins_and_price(model, table):
     assert len(table.mse) == len(table.edges) + 1 <= 6
     assert all(len(row) == 3 for row in table.mse)
-    assert table.price > 0 and table.patches > 0
+    # each image is priced by its own expected error: no one price for all
+    assert table.allocation == "relative" and table.price == 0 and table.patches > 0
+    assert len(table.branch_costs) == 3 and table.branch_costs[0] < table.branch_costs[-1]
     # a cheaper branch is never expected to beat the widest; flat patches lose least
     gap = [row[0] - row[-1] for row in table.mse]
     assert all(g >= 0 for g in gap) and gap[-1] >= gap[0]
-    assert table.statistic == "gradient-max" and len(table.curve[0]) == 3
+    assert table.statistic == "laplacian-energy" and len(table.curve[0]) == 3
 
 
 def test_calibration_rejects_what_it_cannot_use(model):
@@ -175,9 +179,9 @@ def test_edge_routing_runs_no_classifier_and_counts_the_score(model, table, mode
     res = model.infer(x, router="edge", mode=mode)
     assert res.router == "edge" and res.probs is None
     p = res.patch_size
-    assert res.flops_per_patch["classifier"] == GRADIENT_MACS_PER_PIXEL * p * p
+    assert res.flops_per_patch["classifier"] == STATISTICS[table.statistic][2] * p * p
     # the default price routes each patch as the table says
-    scores = patch_scores(edge_map(x)[0], res.grid.ys, res.grid.xs, p).numpy()
+    scores = edge_scores(x, res.grid.ys, res.grid.xs, p, table.statistic)
     pixel_costs = np.asarray(res.flops_per_patch["branches"]) / (p * p)
     assert (res.class_map.reshape(-1) == table.route(scores, pixel_costs)).all()
 
@@ -265,3 +269,117 @@ def test_cli_calibrate_then_upscale_with_the_edge_router(tmp_path, capsys):
     assert model.spec["widths"] == [0, 12] and model.edge_table.num_branches == 2
     assert model.checkpoint_meta["cut_from"]["widths"] == [0, 8, 12]
     assert main([*args, "--widths", "0,x", "-o", str(cut)]) == 2
+
+
+# -- relative allocation, tables of other models, recorded halos ----------------------------
+
+
+def test_image_price_spends_the_image_s_allowance_and_no_more():
+    rng = np.random.default_rng(0)
+    widest = rng.uniform(1e-4, 1e-3, 200)
+    expected = np.stack([widest * 3, widest * 1.5, widest], axis=1)
+    costs = np.array([0.1, 5.0, 10.0])
+    loss = expected - expected[:, -1:]
+    previous = math.inf
+    for loss_db in (0.01, 0.05, 0.2, 1.0):
+        price = image_price(expected, costs, loss_db)
+        assign = np.argmin(expected + price * costs[None, :], axis=1)
+        spent = loss[np.arange(200), assign].sum()
+        allowed = (10 ** (loss_db / 10) - 1) * widest.sum()
+        assert spent <= allowed
+        # a price 5% higher would overspend: the allowance is used, not left
+        more = np.argmin(expected + price * 1.05 * costs[None, :], axis=1)
+        assert loss[np.arange(200), more].sum() > allowed or (more == 0).all()
+        cost = costs[assign].sum()
+        assert cost <= previous  # a looser tolerance never costs more
+        previous = cost
+
+
+def test_the_tolerance_knob_buys_flops_step_by_step(model):
+    # A hand-made relative table (the fixture's random branches gain nothing to trade):
+    # cheaper branches lose more on busier patches; the held-out curve holds each budget.
+    edges = (0.001, 0.01, 0.05)
+    mse = (
+        (1.02e-4, 1.01e-4, 1e-4),
+        (6e-4, 5.5e-4, 5e-4),
+        (3e-3, 2.4e-3, 2e-3),
+        (0.024, 0.012, 0.008),
+    )
+    curve = tuple((t, t, 1.5 * t) for t in np.geomspace(1e-3, 3, 40))
+    model.edge_table = EdgeTable(
+        edges,
+        mse,
+        0.0,
+        0.05,
+        statistic="laplacian-energy",
+        curve=curve,
+        interpolate=True,
+        allocation="relative",
+    )
+    x = _photo(4)
+    fractions = [
+        model.infer(x, router="edge", mode="patches", tolerance=t).flops_fraction
+        for t in (0.05, 0.1, 0.2, 0.5, 2.0)
+    ]
+    assert all(b < a for a, b in zip(fractions, fractions[1:])), fractions
+    # no tolerance: the table's own (0.05 dB)
+    assert model.infer(x, router="edge", mode="patches").flops_fraction == fractions[0]
+
+
+def test_a_table_measured_for_other_widths_is_refused_naming_both(table):
+    other = ClassWrapper(
+        "fsrcnn", widths=[0, 8, 16], scale=2, patch_size=16, stride=12, backbone_kwargs=SKIP
+    ).eval()
+    other.edge_table = table
+    with pytest.raises(InputError, match=r"calibrated for branches costing.*widths \[0, 8, 16\]"):
+        other.infer(_photo(4), router="edge")
+
+
+def test_a_recorded_halo_narrows_the_regions_and_survives_save_and_load(model, table, tmp_path):
+    # (the table of the module's fixture: the last test may have set a hand-made one)
+    from classsr_core.execution.regions import halos_for
+
+    model.edge_table = table
+    full = halos_for(model, None, torch.device("cpu"))
+    model.defaults["halo"] = 1
+    try:
+        assert halos_for(model, None, torch.device("cpu")) == [min(h, 1) for h in full]
+        assert halos_for(model, 3, torch.device("cpu")) == [3, 3, 3]  # the caller's wins
+        model.save(tmp_path / "m.safetensors")
+        loaded = load_model(tmp_path / "m.safetensors")
+        assert loaded.defaults == {"halo": 1}
+        x = _photo(4)
+        n = len(loaded.infer(x, router="edge", mode="regions").class_map.reshape(-1))
+        mixed = np.arange(n) % 3  # many tiles: many halos
+        narrow = loaded.infer(x, router="edge", mode="regions", classes=mixed)
+        exact = loaded.infer(x, router="edge", mode="regions", classes=mixed, halo=max(full))
+        assert narrow.halos == [min(h, 1) for h in full] and narrow.flops < exact.flops
+    finally:
+        model.defaults.pop("halo")
+
+
+def test_a_file_with_an_unknown_default_is_refused(model, tmp_path):
+    from classsr_core.io.checkpoint import read_checkpoint, save_state
+
+    model.save(tmp_path / "m.safetensors")
+    state, meta = read_checkpoint(tmp_path / "m.safetensors")
+    for bad, match in (({"halos": 2}, "unknown model default 'halos'"), ({"halo": -1}, "halo")):
+        save_state(state, tmp_path / "bad.safetensors", {**meta, "defaults": bad})
+        with pytest.raises(CheckpointError, match=match):
+            load_model(tmp_path / "bad.safetensors")
+
+
+def test_measure_halo_keeps_quality_and_narrows_only_what_it_may(model):
+    import torch.nn.functional as F
+
+    from classsr_core.execution.regions import halos_for
+    from classsr_core.routing.calibration import measure_halo
+
+    hr = _photo(2)
+    lr = F.interpolate(hr, scale_factor=0.5, mode="bicubic", antialias=True).clamp(0, 1)
+    full = max(halos_for(model, None, torch.device("cpu")))
+    strict = measure_halo(model, [(lr, hr)], max_loss_db=1e-9)
+    loose = measure_halo(model, [(lr, hr)], max_loss_db=50.0)
+    assert loose == 0  # anything goes at 50 dB
+    assert strict is None or strict < full
+    assert "halo" not in model.defaults  # measuring leaves the model as it was

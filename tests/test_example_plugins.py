@@ -199,10 +199,10 @@ def test_example_router_routes_a_shipped_model(env):
         from classsr_core.model.loading import load_model
 
         model = load_model("classsr-fsrcnn-x4-fast")
-        img = data.astronaut()[::4, ::4].copy()  # 128x128 real photo: 25 LR patches
-        r = model.infer(img, router="gradient")
+        img = data.astronaut()[::4, ::4].copy()  # 128x128 real photo
+        r = model.infer(img, router="gradient", mode="patches")  # 25 overlapping patches
         print(r.router, r.output.shape, sum(r.class_counts), r.flops_per_patch.router)
-        b = model.infer(img, router="gradient", budget=0.6)
+        b = model.infer(img, router="gradient", budget=0.6, mode="patches")
         print(abs(b.flops_fraction - 0.6) < 0.05, b.class_counts != r.class_counts)
         flat = model.infer(np.full((48, 48, 3), 128, np.uint8), router="gradient")
         print(flat.class_counts)

@@ -141,15 +141,17 @@ def test_uncountable_ops_still_warn_at_infer_time():
         count_flops(model.branches[0], (1, 3, 32, 32))
 
 
-@pytest.mark.parametrize("command", ["upscale", "run", "prepare", "divide", "train"])
+@pytest.mark.parametrize(
+    "command", ["upscale", "run", "prepare", "divide", "train", "calibrate", "sweep"]
+)
 def test_commands_with_a_progress_bar_take_no_progress(command):
-    """The commands that draw a progress bar take --no-progress; the others (calibrate,
-    sweep, widths, flops, convert-official, models, plugins) draw none and refuse it."""
+    """The commands that draw a progress bar take --no-progress; the others (widths,
+    flops, convert-official, models, plugins) draw none and refuse it."""
     from classsr_core.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert "--no-progress" in sub.choices[command]._option_string_actions
-    for other in ("calibrate", "sweep", "widths", "flops", "convert-official"):
+    for other in ("widths", "flops", "convert-official"):
         assert "--no-progress" not in sub.choices[other]._option_string_actions
 
 

@@ -29,13 +29,15 @@ def blocks(lang: str) -> list[tuple[str, str | None]]:
     lines = README.read_text(encoding="utf-8").splitlines()
     found, i = [], 0
     while i < len(lines):
-        if lines[i].strip() == f"```{lang}":
+        fence = lines[i].strip()
+        if fence.startswith("```"):  # any block: a closing fence never opens the next one
             j = i + 1
             while lines[j].strip() != "```":
                 j += 1
-            before = next((line for line in reversed(lines[:i]) if line.strip()), "")
-            match = NOT_RUN.search(before)
-            found.append(("\n".join(lines[i + 1 : j]), match.group(1) if match else None))
+            if fence == f"```{lang}":
+                before = next((line for line in reversed(lines[:i]) if line.strip()), "")
+                match = NOT_RUN.search(before)
+                found.append(("\n".join(lines[i + 1 : j]), match.group(1) if match else None))
             i = j
         i += 1
     return found

@@ -40,7 +40,7 @@ def _equal_luma_colours() -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_shipped_models_route_by_their_calibrated_edge_table_by_default(fast):
-    assert fast.default_router == "edge" and fast.edge_table.statistic == "gradient-max"
+    assert fast.default_router == "edge" and fast.edge_table.statistic == "laplacian-energy"
     res = fast.infer(_photo(), mode="regions")
     assert res.router == "edge"
 

@@ -64,17 +64,10 @@ def test_folder_with_every_kind_and_a_broken_file(model_path, photos, tmp_path, 
         "rgb.png",
         "rgba.png",
     ]
-    for r in rows:
-        assert set(r) == {
-            "input",
-            "output",
-            "task",
-            "scale",
-            "class_counts",
-            "flops",
-            "flops_fraction",
-            "seconds",
-        }
+    from classsr_core.commands.upscale import ROW_KEYS
+
+    for r in rows:  # the report's schema (docs/api.md), and the class map's path
+        assert list(r) == [*ROW_KEYS, "class_map"]
         assert (r["task"], r["scale"]) == ("sr", 2)
         assert sum(r["class_counts"]) > 0 and 0 < r["flops_fraction"] < 2
     grey = np.asarray(PILImage.open(out / "grey_x2.png"))

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from classsr_core.io.atomic import atomic_path
+from classsr_core.model.defaults import default_mode
 from classsr_core.tasks import degraded_pairs
 
 
@@ -32,12 +33,13 @@ def run_sweep(
     task,
     budgets,
     o_model=None,
-    mode: str = "patches",
+    mode: str | None = None,
     router: str | None = None,
     tolerances=(),
 ) -> list[SweepRow]:
-    """``images``: clean HWC float32 arrays in [0, 1]. ``mode``: the engine's (in
-    "regions" fractions are of the widest branch on the whole image, for -O too).
+    """``images``: clean HWC float32 arrays in [0, 1]. ``mode``: the engine's (default: the
+    model's own; the -O model runs in the same mode; in "regions" fractions are of the
+    widest branch on the whole image, for -O too).
     ``router``: a registered router (default: the model's own); the -O model has none."""
     kw = {"o_model": o_model, "router": router, "tolerances": tolerances}
     per_image = measure_images(model, images, task, budgets, mode=mode, **kw)
@@ -60,15 +62,18 @@ def measure_images(
     task,
     budgets,
     o_model=None,
-    mode: str = "patches",
+    mode: str | None = None,
     router: str | None = None,
     tolerances=(),
     indices=None,
+    done=None,
 ) -> dict[int, list[tuple[float, float]]]:
     """``(flops_fraction, psnr)`` of every row of the sweep, per image, for the images at
     ``indices`` (default: all). Every image is degraded (the task's random stream runs
-    through the whole list, in order), so that a share measures what the whole does."""
+    through the whole list, in order), so that a share measures what the whole does.
+    ``done``: called after each image (a progress bar's tick)."""
     pairs = degraded_pairs(task, images)
+    mode = default_mode(model, mode)  # the -O model runs the same executor
     default = router or getattr(model, "default_router", None) or "classifier"
     device = next(model.parameters()).device
     out = {}
@@ -86,6 +91,8 @@ def measure_images(
             sr = res.output[0].permute(1, 2, 0).cpu().numpy()
             values.append((float(res.flops_fraction), float(task.score(sr, clean)["psnr"])))
         out[i] = values
+        if done is not None:
+            done()
     return out
 
 
@@ -122,13 +129,30 @@ def write_csv(rows: list[SweepRow], path: str | Path) -> None:
             )
 
 
+def _words(draw, font):
+    """``text(xy, s, fill)`` that draws ``s`` word by word a space's width apart: Pillow's
+    built-in font draws a space a hair wide ("-Onetwork" for "-O network")."""
+    gap = max(4.0, font.size * 0.33) if hasattr(font, "size") else 4.0
+
+    def text(xy, s: str, fill) -> None:
+        x, y = xy
+        for word in s.split(" "):
+            if word:
+                draw.text((x, y), word, fill=fill, font=font)
+                x += draw.textlength(word, font=font)
+            x += gap
+
+    return text
+
+
 def plot(rows: list[SweepRow], path: str | Path, title: str = "") -> None:
     """PSNR (y) against FLOPs fraction (x): the budget curve, argmax and -O marked."""
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, ImageFont
 
     w, h, m = 640, 420, 60
     img = Image.new("RGB", (w, h), "white")
     d = ImageDraw.Draw(img)
+    write = _words(d, ImageFont.load_default(size=12))
     xs = [r.flops_fraction for r in rows]
     ys = [r.psnr for r in rows]
     x0, x1 = min(xs) - 0.02, max(xs) + 0.02
@@ -141,10 +165,10 @@ def plot(rows: list[SweepRow], path: str | Path, title: str = "") -> None:
     for k in range(5):  # ticks
         xv = x0 + k * (x1 - x0) / 4
         yv = y0 + k * (y1 - y0) / 4
-        d.text((px(xv, y0)[0] - 12, h - m + 6), f"{xv:.2f}", fill="black")
-        d.text((6, px(x0, yv)[1] - 6), f"{yv:.2f}", fill="black")
-    d.text((w / 2 - 90, h - 22), "FLOPs fraction of the widest branch", fill="black")
-    d.text((6, 10), f"PSNR (dB)  {title}", fill="black")
+        write((px(xv, y0)[0] - 12, h - m + 6), f"{xv:.2f}", "black")
+        write((6, px(x0, yv)[1] - 6), f"{yv:.2f}", "black")
+    write((w / 2 - 110, h - 22), "FLOPs fraction of the widest branch", "black")
+    write((6, 10), f"PSNR (dB)   {title}", "black")
     curve = sorted((r for r in rows if r.label == "budget"), key=lambda r: r.flops_fraction)
     if len(curve) > 1:
         d.line([px(r.flops_fraction, r.psnr) for r in curve], fill=(40, 90, 200), width=2)
@@ -161,6 +185,6 @@ def plot(rows: list[SweepRow], path: str | Path, title: str = "") -> None:
             colour, name = marks[r.label]
             cx, cy = px(r.flops_fraction, r.psnr)
             d.rectangle([cx - 5, cy - 5, cx + 5, cy + 5], fill=colour)
-            d.text((cx + 8, cy - 6), name, fill=colour)
+            write((cx + 8, cy - 7), name, colour)
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")

@@ -87,3 +87,62 @@ def result_overlay(output: np.ndarray, result, num_classes: int) -> np.ndarray:
         result.stride * s,
         num_classes,
     )
+
+
+COLOUR_NAMES = ("green", "yellow", "orange", "red", "purple")
+
+
+def colour_names(num_classes: int) -> list[str]:
+    """The names of :func:`class_colours`, branch by branch (cheapest first)."""
+    if num_classes <= 3:
+        return [COLOUR_NAMES[i] for i in (0, 1, 3)[:num_classes]]
+    return list(COLOUR_NAMES[:num_classes])
+
+
+def most_different(a: np.ndarray, b: np.ndarray, size: int) -> tuple[int, int]:
+    """Top-left ``(y, x)`` of the ``size`` x ``size`` window where HWC images ``a`` and
+    ``b`` differ most (mean absolute difference; ties: the first in row-major order)."""
+    diff = np.abs(a.astype(np.float64) - b.astype(np.float64)).mean(axis=2)
+    h, w = diff.shape
+    size = min(size, h, w)
+    c = np.zeros((h + 1, w + 1))
+    c[1:, 1:] = diff.cumsum(0).cumsum(1)
+    sums = c[size:, size:] - c[:-size, size:] - c[size:, :-size] + c[:-size, :-size]
+    y, x = np.unravel_index(int(np.argmax(sums)), sums.shape)
+    return int(y), int(x)
+
+
+def labelled_strip(
+    panels: list[tuple[str, np.ndarray]], detail: tuple[int, int, int] | None = None
+) -> np.ndarray:
+    """Equally sized HWC float images side by side, each under its label; with ``detail``
+    ``(y, x, size)`` the window is outlined on every panel and shown enlarged below it
+    (nearest neighbour, to the panel's width), where the methods' differences are visible.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    columns = []
+    for label, img in panels:
+        img = np.clip(img, 0, 1).astype(np.float32)
+        h, w = img.shape[:2]
+        font = ImageFont.load_default(size=max(14, w // 28))  # legible at the image's size
+        line = max(1, w // 300)
+        parts = [img]
+        if detail is not None:
+            y, x, size = detail
+            crop = img[y : y + size, x : x + size]
+            zoom = max(1, w // crop.shape[1])
+            big = crop.repeat(zoom, axis=0).repeat(zoom, axis=1)
+            pad = np.ones((big.shape[0], w, 3), dtype=np.float32)
+            pad[:, : big.shape[1]] = big
+            marked = img.copy()
+            red = np.array([0.9, 0.1, 0.1], dtype=np.float32)
+            y1, x1 = min(y + size, h), min(x + size, w)
+            marked[y : y + line, x:x1] = marked[y1 - line : y1, x:x1] = red
+            marked[y:y1, x : x + line] = marked[y:y1, x1 - line : x1] = red
+            parts = [marked, np.ones((4, w, 3), dtype=np.float32), pad]
+        bar = Image.new("RGB", (w, int(font.size * 1.5)), "white")
+        ImageDraw.Draw(bar).text((6, font.size // 4), label, fill="black", font=font)
+        head = np.asarray(bar, dtype=np.float32) / 255.0
+        columns.append(np.concatenate([head, *parts], axis=0))
+    return side_by_side(columns, gap=6)

@@ -18,7 +18,11 @@ def add_parser(sub):
         metavar="FOLDER",
         help="clean images the model is not validated on (several folders: one set)",
     )
-    p.add_argument("--model", default=DEFAULT_MODEL, help="name or .safetensors path")
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="name, .safetensors path, or a pretrained network file (.pth)",
+    )
     p.add_argument("-o", "--output", required=True, help="where to save the calibrated model")
     p.add_argument(
         "--task", default=None, help="task name (default: the checkpoint's, else sr at its scale)"
@@ -31,16 +35,25 @@ def add_parser(sub):
     p.add_argument("--bins", type=int, default=16, help="edge-score bins (quantiles)")
     p.add_argument(
         "--statistic",
-        choices=("gradient-max", "laplacian-mean"),
-        default="gradient-max",
-        help="the edge score: the largest colour gradient in a patch (default; sees thin "
-        "and colour edges) or the mean |Laplacian| of its luma (the first tables')",
+        choices=("laplacian-energy", "gradient-max", "laplacian-mean"),
+        default="laplacian-energy",
+        help="the edge score: the high-frequency energy of a patch (mean squared Laplacian "
+        "of its luma; default: ranks what a network adds best on natural photos), its "
+        "largest colour gradient, or its mean |Laplacian| (the first tables')",
+    )
+    p.add_argument(
+        "--allocation",
+        choices=("relative", "price"),
+        default="relative",
+        help="relative (default): a tolerance is each image's own dB loss, so each image "
+        "gets a loss budget in proportion to its expected error; price: one price per "
+        "multiply-add for all images (the tables before 0.2)",
     )
     p.add_argument(
         "--make-default",
         action="store_true",
-        help="record the edge router as the model's default (infer(router=None), and "
-        "`classsr upscale` without --router)",
+        help="record the edge router and the regions mode as the model's defaults "
+        "(infer(router=None, mode=None), and `classsr upscale` without --router / --mode)",
     )
     p.add_argument(
         "--tolerance",
@@ -48,27 +61,48 @@ def add_parser(sub):
         default=0.05,
         help="dB the default routing may lose against the widest branch on these photos",
     )
+    p.add_argument(
+        "--halo-loss",
+        type=float,
+        default=0.001,
+        help="also record the narrowest region halo that loses at most this many dB against "
+        "each branch's full receptive field on these photos (default 0.001; 0: keep the full "
+        "fields, every tile exactly the whole-image output)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-hr",
+        action="store_true",
+        help="a pretrained network file (--model model.pth): the photos are inputs, not HR; "
+        "measure each branch against the network's own whole-image output "
+        "(docs/bring-your-own.md)",
+    )
     add_trust_code(p)
     return p
 
 
 def run(args) -> int:
+    import sys
+
     import numpy as np
     import torch
 
+    from classsr_core.commands.inputs import list_inputs
     from classsr_core.commands.outputs import check_outputs, model_files
     from classsr_core.errors import InputError
-    from classsr_core.io.images import list_images
     from classsr_core.model.loading import load_model, save_model
     from classsr_core.routing.calibration import calibrate
     from classsr_core.tasks import degraded_pairs
 
     # Before any work: -o may be neither a photo nor the model it starts from.
-    inputs = list_images(args.folders) + model_files(args.model)
+    files, notes = list_inputs(args.folders)
+    inputs = files + model_files(args.model)
     check_outputs(inputs, [(args.output, "-o")], input_dirs=args.folders)
+    for note in notes:
+        print(f"classsr calibrate: {note}", file=sys.stderr)
     model = load_model(args.model, device="cpu", trust_code=args.trust_code)
     meta = model.checkpoint_meta
-    task, photos = task_and_photos(model, args.task, args.folders)
+    task, photos = task_and_photos(model, args.task, args.folders, files)
     if args.widths:
         from classsr_core.model.loading import cut_widths
 
@@ -78,17 +112,48 @@ def run(args) -> int:
             raise InputError(f"--widths {args.widths!r}: give integers like 0,32,48") from None
         model = cut_widths(model, widths)
 
-    # The engine's inputs are 8-bit images: calibrate on the same.
-    pairs = [
-        (x, torch.from_numpy(np.ascontiguousarray(clean)).permute(2, 0, 1)[None])
-        for clean, x in degraded_pairs(task, photos, uint8=True)
-    ]
+    from classsr_core.model.pretrained import calibration_pairs, is_pretrained_model
+
+    pretrained = is_pretrained_model(model)  # a network file (docs/bring-your-own.md)
+    if args.no_hr and not pretrained:
+        raise InputError("--no-hr calibrates a pretrained network file (--model model.pth)")
+    if pretrained:
+        pairs, floors = calibration_pairs(model, task, photos, hr=not args.no_hr)
+    else:
+        # The engine's inputs are 8-bit images: calibrate on the same.
+        pairs = [
+            (x, torch.from_numpy(np.ascontiguousarray(clean)).permute(2, 0, 1)[None])
+            for clean, x in degraded_pairs(task, photos, uint8=True)
+        ]
+    from tqdm import tqdm
+
+    bar = tqdm(pairs, desc="calibrate", unit="img", disable=args.no_progress, file=sys.stderr)
     table = calibrate(
-        model, pairs, bins=args.bins, tolerance_db=args.tolerance, statistic=args.statistic
+        model,
+        bar,
+        bins=args.bins,
+        tolerance_db=args.tolerance,
+        statistic=args.statistic,
+        allocation=args.allocation,
     )
     model.edge_table = table
+    if pretrained:
+        from classsr_core.commands.calibrate_pretrained import finish
+
+        finish(model, table, pairs, floors, args)
+    elif args.halo_loss > 0:
+        from classsr_core.routing.calibration import measure_halo
+
+        halo = measure_halo(model, pairs[:8], max_loss_db=args.halo_loss)
+        if halo is not None:
+            model.defaults["halo"] = halo
+    else:
+        model.defaults.pop("halo", None)
     if args.make_default:
+        # The fast path (docs/performance.md): the calibrated edge table routes, and
+        # same-class patches run merged into tiles with the halo measured above.
         model.default_router = "edge"
+        model.defaults["mode"] = "regions"
     extra = {
         k: v
         for k, v in meta.items()
@@ -98,9 +163,20 @@ def run(args) -> int:
     if args.widths:
         extra["cut_from"] = {"model": str(args.model), "widths": meta["model"]["widths"]}
     save_model(model, args.output, extra)
+    if "halo" in model.defaults:
+        how_halo = f"region halo {model.defaults['halo']} LR px (<= {args.halo_loss:g} dB); "
+    else:
+        how_halo = ""
+    how = (
+        "each image priced by its own expected error"
+        if table.allocation == "relative"
+        else f"default price {table.price:.3g}"
+    )
+    if args.make_default:
+        how_halo = f"defaults: edge router, regions mode; {how_halo}"
     print(
-        f"{len(photos)} images, {table.patches} patches, {len(table.mse)} bins; default price "
-        f"{table.price:.3g} (loses <= {table.tolerance_db:g} dB against the widest branch "
-        f"on these photos); wrote {args.output}"
+        f"{len(photos)} images, {table.patches} patches, {len(table.mse)} bins "
+        f"({table.statistic}); {how_halo}{how} (loses <= {table.tolerance_db:g} dB against "
+        f"the widest branch on these photos); wrote {args.output}"
     )
     return 0

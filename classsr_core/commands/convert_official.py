@@ -3,7 +3,9 @@ checkpoint as a classsr safetensors file that ``load_model`` loads."""
 
 from __future__ import annotations
 
-ARCH_CHOICES = ("fsrcnn", "carn", "srresnet", "rcan")
+# The official names, and the backbones' names where they differ (carn is the backbone
+# carn_m, srresnet msrresnet): either is accepted.
+ARCH_CHOICES = ("fsrcnn", "carn", "carn_m", "srresnet", "msrresnet", "rcan")
 
 
 def add_parser(sub):
@@ -16,7 +18,10 @@ def add_parser(sub):
     p.add_argument("input", metavar="IN.pth", help="the official checkpoint")
     p.add_argument("output", metavar="OUT.safetensors", help="where to write the converted model")
     p.add_argument(
-        "--arch", required=True, choices=ARCH_CHOICES, help="which official model the file is"
+        "--arch",
+        required=True,
+        choices=ARCH_CHOICES,
+        help="which official model the file is (carn and carn_m name the same model)",
     )
     return p
 

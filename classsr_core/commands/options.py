@@ -79,13 +79,36 @@ def pixels_arg(text: str) -> int:
 
 
 def positive_int_arg(text: str) -> int:
-    """A count that must be at least 1 (``--band-rows``)."""
+    """A count or size that must be at least 1 (``--band-rows``, ``--patch``, ``--stride``,
+    ``--batch-size``)."""
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 1")
+    return value
+
+
+def quality_arg(text: str) -> int:
+    """``--quality``: JPEG / WebP quality, a whole number 1..100."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a quality from 1 to 100, e.g. 90")
+    return value
+
+
+def non_negative_int_arg(text: str) -> int:
+    """A size that may be 0 (``--halo``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 0")
     return value
 
 
@@ -108,15 +131,17 @@ def plugin_arg(kind: str, what: str):
     return check
 
 
-def add_engine_options(p: argparse.ArgumentParser, default_mode: str = "patches") -> None:
-    """``--mode`` and ``--router``: the engine's executor and router, any registered one."""
+def add_engine_options(p: argparse.ArgumentParser, default_mode: str | None = None) -> None:
+    """``--mode`` and ``--router``: the engine's executor and router, any registered one;
+    both default to the model's own (``None``)."""
     p.add_argument(
         "--mode",
         type=plugin_arg("executors", "mode"),
         default=default_mode,
         help="a registered executor: patches (the paper's overlapping patches) or regions "
         "(same-class patches merged into tiles with a halo: faster, no seams; "
-        "docs/performance.md), or a plugin's",
+        "docs/performance.md), or a plugin's; default: the model's own (regions for the "
+        "shipped ClassSR models), else patches",
     )
     p.add_argument(
         "--router",

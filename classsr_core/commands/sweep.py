@@ -24,6 +24,7 @@ def add_parser(sub):
     p.add_argument("-o", "--output", default="sweep", help="writes OUTPUT.csv and OUTPUT.png")
     add_engine_options(p)
     add_job_device(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_trust_code(p)
     return p
 
@@ -42,13 +43,17 @@ def _budgets(spec: str) -> list[float]:
         raise InputError(f"--budgets {spec!r}: give START:STOP:STEP or a,b,c") from None
 
 
-def task_and_photos(model, task_name: str | None, folder: str | list[str]):
+def task_and_photos(
+    model, task_name: str | None, folder: str | list[str], files: list | None = None
+):
     """The task that degrades clean photos for ``model`` and the clean photos of ``folder``
-    as HWC float arrays; shared with ``classsr calibrate``. The task is ``task_name`` with
-    its defaults, else the one the checkpoint was trained for (with its settings, e.g. the
+    (``files``: already listed by :func:`~classsr_core.commands.inputs.list_inputs`) as HWC
+    float arrays; shared with ``classsr calibrate``. The task is ``task_name`` with its
+    defaults, else the one the checkpoint was trained for (with its settings, e.g. the
     noise level), else sr at the model's scale."""
+    from classsr_core.commands.inputs import list_inputs
     from classsr_core.errors import InputError
-    from classsr_core.io.images import list_images, read_image
+    from classsr_core.io.images import read_image
     from classsr_core.plugins.registry import lookup
 
     trained = ((getattr(model, "checkpoint_meta", None) or {}).get("config") or {}).get("task")
@@ -62,7 +67,8 @@ def task_and_photos(model, task_name: str | None, folder: str | list[str]):
         options = {"scale": model.scale} if task_name == "sr" else {}
     task = lookup("tasks", task_name).factory(**options)
     folders = [folder] if isinstance(folder, str) else list(folder)
-    files = list_images(folders)
+    if files is None:
+        files = list_inputs(folders)[0]
     if not files:
         raise InputError(f"no images in {', '.join(folders)}")
     return task, [read_image(f).rgb for f in files]
@@ -96,16 +102,22 @@ def run(args) -> int:
 
 
 def _run(args, job) -> int:
+    import sys
+
     from classsr_core.analysis.sweep import measure_images, plot, sweep_rows, write_csv
     from classsr_core.commands import jobs
+    from classsr_core.commands.inputs import list_inputs
     from classsr_core.commands.outputs import check_outputs, model_files
-    from classsr_core.io.images import list_images
     from classsr_core.model.loading import load_model
 
     # Before any work: OUTPUT.csv / OUTPUT.png may be neither a photo nor a model file.
-    inputs = list_images([args.folder]) + model_files(args.model, args.o_model)
-    outputs = [(f"{args.output}.csv", "-o"), (f"{args.output}.png", "-o")]
+    photos, notes = list_inputs([args.folder])
+    inputs = photos + model_files(args.model, args.o_model)
+    outputs = [(f"{args.output}.csv", "-o (the CSV)"), (f"{args.output}.png", "-o (the plot)")]
     check_outputs(inputs, outputs, input_dirs=[args.folder])
+    if job.is_main:
+        for note in notes:
+            print(f"classsr sweep: {note}", file=sys.stderr)
     device = str(job.device) if job.distributed else args.device
     model = load_model(args.model, device=device, trust_code=args.trust_code)
     o_model = (
@@ -113,19 +125,33 @@ def _run(args, job) -> int:
         if args.o_model
         else None
     )
-    task, images = task_and_photos(model, args.task, args.folder)
+    task, images = task_and_photos(model, args.task, args.folder, photos)
     kw = {"o_model": o_model, "router": args.router, "tolerances": _tolerances(args.tolerance)}
     budgets = _budgets(args.budgets)
-    share = jobs.shard([img.shape[0] * img.shape[1] for img in images], job.world)[job.rank]
-    mine = measure_images(model, images, task, budgets, mode=args.mode, indices=share, **kw)
+    shares = jobs.shard([img.shape[0] * img.shape[1] for img in images], job.world)
+    progress = jobs.Progress(job, [len(s) for s in shares], "sweep", args.no_progress)
+    mine = measure_images(
+        model,
+        images,
+        task,
+        budgets,
+        mode=args.mode,
+        indices=shares[job.rank],
+        done=progress.done_one,
+        **kw,
+    )
+    progress.finish()
     per_image = {i: v for part in job.all_gather(mine) for i, v in part.items()}
     if not job.is_main:
         return 0
     rows = sweep_rows(model, budgets, [per_image[i] for i in range(len(images))], **kw)
     write_csv(rows, f"{args.output}.csv")
-    plot(rows, f"{args.output}.png", title=f"{args.model} on {len(images)} images")
+    from classsr_core.model.defaults import default_mode
+
+    mode = default_mode(model, args.mode)
+    plot(rows, f"{args.output}.png", title=f"{args.model}, {mode} mode, on {len(images)} images")
     for r in rows:
         b = "" if r.budget is None else f"{r.budget:.2f}"
         print(f"{r.label:<7} {b:>5}  FLOPs {100 * r.flops_fraction:5.1f}%  PSNR {r.psnr:.3f} dB")
-    print(f"wrote {args.output}.csv and {args.output}.png")
+    print(f"{args.model}, {mode} mode; wrote {args.output}.csv and {args.output}.png")
     return 0

@@ -9,6 +9,7 @@ every output is written atomically.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from dataclasses import dataclass
@@ -20,8 +21,10 @@ from classsr_core.commands.options import (
     add_job_device,
     add_trust_code,
     budget_arg,
+    non_negative_int_arg,
     pixels_arg,
     positive_int_arg,
+    quality_arg,
     tolerance_arg,
 )
 
@@ -31,16 +34,31 @@ DEFAULT_MODEL = "classsr-fsrcnn-x4-shared"
 # Outputs above this many pixels go through the band path by default: a 16K x 16K float
 # canvas is 3 GB (docs/performance.md, "Scale out").
 STREAM_ABOVE = 2**28
-# --json's keys per image; the report (--report) adds size, rank, streamed and bands.
-JSON_KEYS = (
+# The output formats of --format (a single output file named -o x.jpg takes its suffix's).
+FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tif": ".tif"}
+# Every object of --json and of --report, in this order (docs/api.md, "JSON shapes"): what
+# ran (model, router, mode, the routing knobs), what came out and what it cost. A streamed
+# image adds "bands", an image with --class-map "class_map", a failed one "error" (and has
+# no size, class_counts, flops, flops_fraction, seconds).
+ROW_KEYS = (
     "input",
     "output",
+    "status",
+    "model",
+    "router",
+    "mode",
+    "budget",
+    "budget_scope",
+    "tolerance",
     "task",
     "scale",
+    "size",
+    "streamed",
     "class_counts",
     "flops",
     "flops_fraction",
     "seconds",
+    "rank",
 )
 
 
@@ -49,7 +67,37 @@ def _add_common(p):
 
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     p.add_argument("-o", "--output", required=True, help="output folder (or file, for one input)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="shipped model name or .safetensors path")
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"shipped model name (`classsr models`) or .safetensors path (default: "
+        f"{DEFAULT_MODEL})",
+    )
+    p.add_argument(
+        "--recursive",
+        action="store_true",
+        help="folder inputs: also the images in their subfolders, the outputs mirroring the "
+        "tree under -o (without it, subfolders are skipped with a line that names them)",
+    )
+    p.add_argument(
+        "--suffix",
+        default=None,
+        help="added to each output's name: NAME{SUFFIX}.png (default: _x4 for a x4 model, "
+        "_restored for a scale-1 one; '' for none)",
+    )
+    p.add_argument(
+        "--format",
+        choices=tuple(FORMATS),
+        default=None,
+        help="the outputs' format in an output folder (default png; an -o file's suffix "
+        "names its own); jpg and webp are 8-bit and lossy (--quality), jpg drops alpha",
+    )
+    p.add_argument(
+        "--quality",
+        type=quality_arg,
+        default=None,
+        help="jpg / webp quality, 1..100 (default 95)",
+    )
     p.add_argument(
         "--tolerance",
         type=tolerance_arg,
@@ -66,12 +114,33 @@ def _add_common(p):
         "with one price for all images, so a hard image gets more than an easy one",
     )
     p.add_argument("--class-map", default=None, help="write a class-map overlay PNG here")
-    p.add_argument("--patch", type=int, default=None, help="patch size (default: the model's)")
-    p.add_argument("--stride", type=int, default=None, help="stride (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=None, help="patches per branch call")
+    p.add_argument(
+        "--patch",
+        type=positive_int_arg,
+        default=None,
+        help="LR patch size (default: the model's); on an image smaller than it, cut to the "
+        "image's longer side (never below the model's patch): one patch, the image padded "
+        "to a square",
+    )
+    p.add_argument(
+        "--stride",
+        type=positive_int_arg,
+        default=None,
+        help="LR stride, at most the patch (default: the model's)",
+    )
+    p.add_argument(
+        "--batch-size", type=positive_int_arg, default=None, help="patches per branch call"
+    )
     add_engine_options(p)
-    p.add_argument("--halo", type=int, default=None, help="regions: LR context pixels")
-    p.add_argument("--amp", choices=("fp16", "bf16"), default=None, help="autocast (GPUs)")
+    p.add_argument(
+        "--halo", type=non_negative_int_arg, default=None, help="regions: LR context pixels"
+    )
+    p.add_argument(
+        "--amp",
+        choices=("fp16", "bf16"),
+        default=None,
+        help="autocast on a GPU; fp16 on a CPU runs slower and warns",
+    )
     add_job_device(p)
     existing = p.add_mutually_exclusive_group()
     existing.add_argument(
@@ -114,11 +183,16 @@ def _add_common(p):
     p.add_argument(
         "--report",
         default=None,
-        help="write one JSON line per image here (under torchrun: default OUTPUT/report.jsonl "
-        "when the output is a folder)",
+        help="write one JSON line per image of the job here, with its status (written, "
+        "skipped, failed); under torchrun: default OUTPUT/report.jsonl when the output is a "
+        "folder",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the written images' rows as a JSON list (the objects of --report; docs/api.md)",
+    )
     return p
 
 
@@ -132,35 +206,75 @@ def add_run_parser(sub):
     return _add_common(p)
 
 
-def _output_path(src: Path, out: Path, single: bool, scale: int) -> Path:
+def _output_path(src: Path, out: Path, single: bool, scale: int, args=None, sub=Path()) -> Path:
+    """The output of ``src``: ``-o`` itself for one input and an image suffix, else
+    ``OUT/SUB/NAME{suffix}.{format}`` (``sub``: ``src``'s folder under the folder input it
+    was found in, with --recursive)."""
     from classsr_core.io.images import IMAGE_SUFFIXES
 
     if single and out.suffix.lower() in IMAGE_SUFFIXES:
         return out
-    tag = f"_x{scale}" if scale > 1 else "_restored"
-    return out / f"{src.stem}{tag}.png"
+    suffix = getattr(args, "suffix", None)
+    tag = suffix if suffix is not None else (f"_x{scale}" if scale > 1 else "_restored")
+    ext = FORMATS[getattr(args, "format", None) or "png"]
+    return out / sub / f"{src.stem}{tag}{ext}"
 
 
-def _overlay_path(class_map: str, src: Path, single: bool) -> Path:
+def _overlay_path(class_map: str, src: Path, single: bool, sub=Path()) -> Path:
     path = Path(class_map)
     if single and path.suffix.lower() == ".png":
         return path
-    return path / f"{src.stem}_classes.png"
+    return path / sub / f"{src.stem}_classes.png"
+
+
+def _subfolder(src: Path, folders: list[Path]) -> Path:
+    """``src``'s folder relative to the first folder input that holds it (``.`` for a file
+    named directly, or one at the top of its folder)."""
+    for folder in folders:
+        try:
+            return src.parent.relative_to(folder)
+        except ValueError:
+            continue
+    return Path()
+
+
+def _check_format(args) -> None:
+    """--format and --quality that contradict -o, refused before any work."""
+    from classsr_core.errors import ClassSRError
+    from classsr_core.io.images import IMAGE_SUFFIXES
+
+    out = Path(args.output)
+    fmt = getattr(args, "format", None)
+    if fmt and out.suffix.lower() in IMAGE_SUFFIXES:
+        same = {".jpg": ".jpeg", ".tif": ".tiff"}.get(FORMATS[fmt])
+        if out.suffix.lower() not in (FORMATS[fmt], same):
+            raise ClassSRError(
+                f"--format {fmt} but -o {out} names a {out.suffix} file: give -o a .{fmt} "
+                "name, or a folder"
+            )
+    suffix = fmt and FORMATS[fmt]
+    if suffix is None and out.suffix.lower() in IMAGE_SUFFIXES:
+        suffix = out.suffix.lower()
+    if getattr(args, "quality", None) is not None and suffix not in (".jpg", ".jpeg", ".webp"):
+        raise ClassSRError(
+            f"--quality is for jpg and webp outputs; {suffix or '.png'} is lossless (add "
+            "--format jpg or --format webp)"
+        )
 
 
 def read_meta(name_or_path: str) -> dict[str, Any] | None:
     """A classsr checkpoint's config from its header alone (no weights read, no code run),
     so that outputs can be planned before the model loads; ``None`` when ``name_or_path`` is
     no classsr checkpoint (``load_model`` then says why)."""
-    from classsr_core.io.checkpoint import read_meta as read_header
-    from classsr_core.io.checkpoint import shipped_models
+    import warnings
 
-    path = Path(name_or_path)
-    if not path.is_file():
-        path = shipped_models().get(str(name_or_path))
-        if path is None:
-            return None
+    from classsr_core.io.checkpoint import find_model
+    from classsr_core.io.checkpoint import read_meta as read_header
+
     try:
+        with warnings.catch_warnings():  # a shadowed name: said once, by load_model
+            warnings.simplefilter("ignore")
+            path = find_model(name_or_path)  # the file load_model reads
         config = read_header(path)
         int(config["model"]["scale"])  # what planning needs
         return config
@@ -178,22 +292,38 @@ def task_of(meta: dict[str, Any]) -> str | None:
     return name
 
 
-def _plan(args, files: list[Path], scale: int) -> list[tuple[Path, list[Path]]]:
-    """``(input, its outputs)`` per input, refused before any work if unsafe."""
-    from classsr_core.commands.outputs import check_outputs
+def _plan(
+    args, files: list[Path], scale: int, report: Path | None
+) -> list[tuple[Path, list[Path]]]:
+    """``(input, its outputs)`` per input, refused before any work if unsafe: no output
+    (image, class map, report) may be an input (an image, the model file) or another
+    output, whatever --overwrite says."""
+    from classsr_core.commands.outputs import UnsafeOutputError, check_outputs, model_files
 
     single = len(files) == 1
     out_root = Path(args.output)
+    folders = [Path(i) for i in args.inputs if Path(i).is_dir()]
     plan, labelled = [], []
     for src in files:
-        outs = [_output_path(src, out_root, single, scale)]
+        sub = _subfolder(src, folders)
+        outs = [_output_path(src, out_root, single, scale, args, sub)]
         labelled.append((outs[0], f"the output of {src}"))
         if args.class_map:
-            outs.append(_overlay_path(args.class_map, src, single))
+            outs.append(_overlay_path(args.class_map, src, single, sub))
             labelled.append((outs[1], f"the class map of {src}"))
         plan.append((src, outs))
-    folders = [Path(i) for i in args.inputs if Path(i).is_dir()]
-    check_outputs(files, labelled, input_dirs=folders)
+    for flag, outs in (("-o", [o[0] for _, o in plan]), ("--class-map", [o[-1] for _, o in plan])):
+        folder = outs[0].parent if outs else None
+        if flag == "--class-map" and not args.class_map:
+            continue
+        if folder is not None and folder.exists() and not folder.is_dir():
+            raise UnsafeOutputError(
+                f"{flag} {folder} is a file, not a folder: with several inputs (or a name "
+                "without an image suffix) it names the folder of the outputs"
+            )
+    if report is not None:
+        labelled.append((report, "the report (--report)"))
+    check_outputs([*files, *model_files(args.model)], labelled, input_dirs=folders)
     return plan
 
 
@@ -226,12 +356,19 @@ def _check(args, job):
     """Everything decided before any work, identical on every rank: the files, the model's
     task and scale, the plan (safety checks), what is streamed, and what is to do (the
     items whose outputs are not all there, under --skip-existing)."""
-    from classsr_core.commands.outputs import check_outputs, existing, refuse_existing
+    from classsr_core.commands.inputs import list_inputs
+    from classsr_core.commands.outputs import existing, refuse_existing
     from classsr_core.errors import ClassSRError, InputError
-    from classsr_core.io.images import list_images
+    from classsr_core.io.atomic import remove_stale_temps
     from classsr_core.io.streams import check_streamable, image_size
 
-    files = list_images(args.inputs)
+    _check_format(args)
+    files, notes = list_inputs(
+        args.inputs,
+        recursive=args.recursive,
+        exclude=[Path(args.output), *([Path(args.class_map)] if args.class_map else [])],
+        hint="give --recursive to include them",
+    )
     if not files:
         raise ClassSRError(f"no images found in {', '.join(args.inputs)}")
     meta = read_meta(args.model)
@@ -247,10 +384,10 @@ def _check(args, job):
         )
     if args.tolerance is not None and args.budget is not None:
         raise ClassSRError("give --tolerance or --budget, not both: each sets the routing alone")
-    plan = _plan(args, files, scale)
+    _check_tolerance(args, meta)
+    _check_tiling(args, meta)
     report = _report_path(args, files, job)
-    if report is not None:
-        check_outputs(files, [(report, "the report (--report)")])
+    plan = _plan(args, files, scale, report)
     items = []
     for src, outs in plan:
         try:
@@ -273,7 +410,114 @@ def _check(args, job):
         todo = [it for it in items if not all(p.exists() for p in it.outs)]
     elif found and not args.overwrite:
         refuse_existing(found)
-    return files, model, scale, task or "unknown", items, todo, report
+    if job.is_main:
+        # What a killed run left beside its outputs (a temporary file is renamed onto its
+        # output only when complete); the writes to come replace their own too.
+        stale = remove_stale_temps(
+            [p for _, outs in plan for p in outs] + ([report] if report else [])
+        )
+        if stale:
+            notes.append(f"removed {len(stale)} temporary file(s) of an interrupted run")
+    return files, model, scale, task or "unknown", items, todo, report, notes
+
+
+def _check_tolerance(args, meta) -> None:
+    """--tolerance needs a router with a calibrated error estimate: refused once, before the
+    model loads, when the checkpoint says it has none (a plugin router is asked after
+    loading, by :func:`_probe_tolerance`)."""
+    from classsr_core.errors import ClassSRError
+
+    if args.tolerance is None:
+        return
+    router = args.router or meta.get("default_router") or "classifier"
+    routers = dict(meta.get("routers") or {})
+    if "edge_router" in meta:  # files written before routers were a plugin kind
+        routers.setdefault("edge", meta["edge_router"])
+    table = routers.get("edge")
+    calibrate = (
+        f"calibrate it with `classsr calibrate PHOTOS/ --model {args.model} -o "
+        "routed.safetensors`, then pass --model routed.safetensors"
+    )
+    if router == "classifier" and table is None:
+        raise ClassSRError(
+            f"--tolerance needs a calibrated edge table and {args.model} has none; {calibrate} "
+            "(or give --budget instead)"
+        )
+    if router == "classifier":
+        raise ClassSRError(
+            f"--tolerance cannot be honoured by the classifier router ({args.model}'s default); "
+            "add --router edge to route by its calibrated edge table, or give --budget"
+        )
+    if router == "edge" and table is None:
+        raise ClassSRError(
+            f"--router edge needs a calibrated edge table and {args.model} has none; {calibrate}"
+        )
+    if router == "edge" and not (table or {}).get("curve"):
+        raise ClassSRError(
+            f"{args.model}'s edge table has no tolerance curve (calibrated before --tolerance "
+            f"existed); {calibrate} again (or give --budget instead)"
+        )
+
+
+def _probe_tolerance(model, args) -> None:
+    """--tolerance with a router this command does not know (a plugin's): route one blank
+    patch, once, to ask whether it can honour a tolerance, before any image."""
+    import torch
+
+    from classsr_core.engine.pipeline import plan_routes
+    from classsr_core.errors import ClassSRError
+
+    if args.tolerance is None or (args.router or model.default_router) in (
+        None,
+        "classifier",
+        "edge",
+    ):
+        return
+    p = int(model.patch_size)
+    blank = torch.zeros(1, int(model.in_channels), p, p)
+    scores = plan_routes(model, blank, mode=args.mode, router=args.router).scores
+    if scores is None:
+        return
+    if scores.tolerance_price is None:
+        raise ClassSRError(
+            f"router {args.router or model.default_router!r} cannot honour --tolerance on "
+            f"{args.model}: it has no calibrated error estimate; give --budget instead"
+        )
+    scores.tolerance_price(float(args.tolerance))
+
+
+def _check_tiling(args, meta) -> None:
+    """--patch / --stride that could only fail per image are refused once, up front."""
+    from classsr_core.errors import ClassSRError
+    from classsr_core.model.defaults import recorded_mode
+
+    model_patch = int(meta["model"].get("patch_size", 32))
+    model_stride = int(meta["model"].get("stride", 28))
+    mode = args.mode or recorded_mode(meta)
+    patch = args.patch if args.patch is not None else model_patch
+    if args.stride is not None and args.stride > patch:
+        raise ClassSRError(
+            f"--stride {args.stride} is larger than the patch size {patch}: the patches would "
+            f"leave gaps; give --stride at most {patch}"
+        )
+    if args.stride is None and mode == "patches" and model_stride > patch:
+        raise ClassSRError(
+            f"--patch {patch} is smaller than the model's stride {model_stride}: the patches "
+            f"would leave gaps; give --stride too (at most {patch})"
+        )
+
+
+def _tiling(args, model, height: int, width: int) -> tuple[int | None, int | None]:
+    """--patch and --stride for one LR image of ``height x width``: a patch larger than the
+    image (and than the model's own patch) is cut to the image's longer side, so that one
+    patch covers the image padded to a square, instead of padding it to the patch (--patch
+    4096 on a 64x48 image padded it to 4096x4096: 14 GB)."""
+    if args.patch is None:
+        return None, args.stride
+    side = max(int(height), int(width), int(model.patch_size))
+    if args.patch <= side:
+        return args.patch, args.stride
+    return side, None if args.stride is None else min(args.stride, side)
 
 
 def _load(args, job):
@@ -293,7 +537,7 @@ def _process(args, job) -> int:
     t_start = time.perf_counter()
     error = None
     try:
-        files, model, scale, task, all_items, items, report = _check(args, job)
+        files, model, scale, task, all_items, items, report, notes = _check(args, job)
     except ClassSRError as exc:
         error = str(exc)
     # Every rank checks the same plan before any work: all refuse if one does, and no rank
@@ -310,9 +554,20 @@ def _process(args, job) -> int:
     todo = {str(it.src) for it in items}
     skipped = [it.src for it in all_items if str(it.src) not in todo]
 
+    if job.is_main:
+        for note in notes:
+            print(f"classsr {args.command}: {note}", file=sys.stderr)
     if model is None:
         model = _load(args, job)
     check_router(model, args.router)  # a model without an edge table fails once, up front
+    _probe_tolerance(model, args)
+    ran = _ran(args, model)
+    if job.is_main and not args.json:
+        print(
+            f"classsr {args.command}: {ran['model']}, {ran['router']} router, {ran['mode']} "
+            "mode" + (" (the model's defaults)" if args.mode is None else ""),
+            file=sys.stderr,
+        )
     knobs = {"budget": args.budget, "tolerance": args.tolerance}
     if args.budget is not None and args.budget_scope == "folder":
         # One price for the whole job: rank 0 routes every image (no branch runs) and
@@ -336,46 +591,160 @@ def _process(args, job) -> int:
     progress = jobs.Progress(
         job, [len(s) for s in shares], args.command, args.no_progress or len(items) < 2
     )
-    reports, failures = [], 0
+    reports, failed = [], []
+    said: set[str] = set()
     for i in shares[job.rank]:
         it = items[i]
         try:
-            row = _one(args, model, knobs, it, task, scale)
+            with _warnings_to(progress, args.command, it.src, said):
+                row = _one(args, model, knobs, it, task, scale)
         except (ClassSRError, OSError, RuntimeError, ValueError, MemoryError) as exc:
-            # One bad file (unreadable, too large, out of memory) must not stop the folder.
-            failures += 1
+            # One bad file (unreadable, too large, out of memory, the disk full) must not
+            # stop the folder.
             message = str(exc) if str(it.src) in str(exc) else f"{it.src}: {exc}"
             progress.write(f"classsr {args.command}: {message}", file=sys.stderr)
             progress.done_one()
+            failed.append(
+                {
+                    **_known(it, task, scale),
+                    **ran,
+                    "status": "failed",
+                    "error": message,
+                    "rank": job.rank,
+                }
+            )
             continue
-        row["rank"] = job.rank
+        row = _ordered({**ran, **row, "status": "written", "rank": job.rank})
         reports.append(row)
         if not args.json and not job.distributed:
             progress.write(_line(row))
         progress.done_one()
     progress.finish()
 
-    gathered = job.all_gather((reports, failures))
-    failures = sum(f for _, f in gathered)
+    gathered = job.all_gather((reports, failed))
     order = {str(it.src): k for k, it in enumerate(items)}
     reports = sorted((r for rs, _ in gathered for r in rs), key=lambda r: order[r["input"]])
+    failed = [f for _, fs in gathered for f in fs]
+    status = 1 if failed else 0
     if job.is_main:
-        _finish(args, job, files, reports, skipped, failures, report, time.perf_counter() - t_start)
-    return 1 if failures else 0
+        wall = time.perf_counter() - t_start
+        _finish(args, job, files, reports, len(failed), skipped, report, wall)
+        if report is not None and not _write_report(
+            args, report, all_items, reports, failed, task, scale, ran
+        ):
+            status = 1
+    return status
 
 
-def _finish(args, job, files, reports, skipped, failures, report, wall) -> None:
+@contextlib.contextmanager
+def _warnings_to(progress, command: str, src: Path, said: set[str]):
+    """classsr's own warnings of one image as lines above the progress bar (not through
+    it): a budget that cannot be met, per image (it says what the image spends); a
+    device's, once for the job."""
+    import warnings
+
+    from classsr_core.errors import BudgetWarning, DeviceWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        if issubclass(w.category, BudgetWarning):
+            progress.write(f"classsr {command}: warning: {src}: {w.message}", file=sys.stderr)
+        elif issubclass(w.category, DeviceWarning):
+            if str(w.message) not in said:
+                said.add(str(w.message))
+                progress.write(f"classsr {command}: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def _known(it: _Item, task: str, scale: int) -> dict[str, Any]:
+    """What the report says of an image before (or without) processing it."""
+    row = {"input": str(it.src), "output": str(it.outs[0]), "task": task, "scale": scale}
+    if len(it.outs) > 1:
+        row["class_map"] = str(it.outs[1])
+    return row
+
+
+def _ran(args, model) -> dict[str, Any]:
+    """What runs on every image of the job: the model, the router and the mode it resolves
+    to (the model's own defaults where the options leave them unset), and the knobs."""
+    from classsr_core.engine.pipeline import get_router
+    from classsr_core.model.defaults import default_mode
+
+    return {
+        "model": str(args.model),
+        "router": get_router(model, args.router).name,
+        "mode": default_mode(model, args.mode),
+        "budget": args.budget,
+        "budget_scope": args.budget_scope if args.budget is not None else None,
+        "tolerance": args.tolerance,
+    }
+
+
+def _ordered(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with the keys of :data:`ROW_KEYS` first, in their order, then the rest."""
+    first = {k: row[k] for k in ROW_KEYS if k in row}
+    return {**first, **{k: v for k, v in row.items() if k not in first}}
+
+
+def _skipped_row(
+    it: _Item, earlier: dict[str, Any] | None, task: str, scale: int, ran=None
+) -> dict:
+    """The report line of an image skipped because its outputs exist: the line of the run
+    that wrote them when the old report has it, else what is known now (its output's
+    size from the header)."""
+    import contextlib
+
+    from classsr_core.io.streams import image_size
+
+    row = {**(ran or {}), **_known(it, task, scale)}
+    if earlier is not None and earlier.get("output") == row["output"]:
+        row = {**row, **earlier, **_known(it, task, scale)}
+    if "size" not in row:
+        # The size is a courtesy: the file exists, that is what counts.
+        with contextlib.suppress(Exception):
+            row["size"] = list(image_size(it.outs[0]))
+    row["status"] = "skipped"
+    row.pop("error", None)
+    return _ordered(row)
+
+
+def _write_report(args, report: Path, all_items, reports, failed, task, scale, ran) -> bool:
+    """One line per image of the job, in the job's order, each with its ``status``
+    (``written``, ``skipped``, ``failed``): a resumed job's report lists the whole job.
+    ``False`` (and one line on stderr) when it cannot be written: a full disk, say."""
     from classsr_core.commands import jobs
 
+    rows = {r["input"]: r for r in [*reports, *failed]}
+    earlier = None
+    lines = []
+    for it in all_items:
+        row = rows.get(str(it.src))
+        if row is None:  # skipped: its outputs exist
+            if earlier is None:
+                earlier = {r.get("input"): r for r in jobs.read_report(report)}
+            row = _skipped_row(it, earlier.get(str(it.src)), task, scale, ran)
+        lines.append(_ordered(row))
+    try:
+        jobs.write_report(report, lines)
+    except OSError as exc:  # not a traceback after the work is done
+        print(
+            f"classsr {args.command}: error: {exc}; the report was not written",
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
+def _finish(args, job, files, reports, failures, skipped, report, wall) -> None:
+    """Print the results (lines, --json, the summary)."""
     if job.distributed and not args.json:
         for row in reports:
             print(_line(row))
-    if args.json:  # the keys it always had; the report file has the rest
-        print(json.dumps([{k: r[k] for k in JSON_KEYS} for r in reports], indent=2))
-    if report is not None:
-        earlier = jobs.read_report(report) if skipped else []
-        keep = {str(s) for s in skipped}
-        jobs.write_report(report, reports, [r for r in earlier if r.get("input") in keep])
+    if args.json:  # the report's objects (ROW_KEYS), for the images written now
+        print(json.dumps(reports, indent=2))
     if job.distributed and not args.json:
         flops = sum(r["flops"] for r in reports)
         busy = sum(r["seconds"] for r in reports)
@@ -404,14 +773,14 @@ def _line(row: dict[str, Any]) -> str:
     )
 
 
-def _options(args, knobs):
+def _options(args, knobs, tiling=(None, None)):
     from classsr_core.engine.bands import BandOptions
 
     return BandOptions(
         mode=args.mode,
         router=args.router,
-        patch_size=args.patch,
-        stride=args.stride,
+        patch_size=tiling[0],
+        stride=tiling[1],
         batch_size=args.batch_size,
         halo=args.halo,
         amp=args.amp,
@@ -427,17 +796,18 @@ def _one(args, model, knobs, it: _Item, task: str, scale: int) -> dict[str, Any]
     from classsr_core.analysis.visualize import result_overlay
     from classsr_core.io.images import Image, read_image, resize_alpha, write_image
 
-    row = {"input": str(it.src), "output": str(it.outs[0]), "task": task, "scale": scale}
+    row = _known(it, task, scale)
     if it.stream:
         return {**row, **_one_streamed(args, model, knobs, it)}
     img = read_image(it.src, max_pixels=args.max_pixels)
     device = next(model.parameters()).device
     x = torch.from_numpy(img.rgb).permute(2, 0, 1)[None].to(device)
+    patch, stride = _tiling(args, model, *img.rgb.shape[:2])
     result = model.infer(
         x,
         **knobs,
-        patch_size=args.patch,
-        stride=args.stride,
+        patch_size=patch,
+        stride=stride,
         batch_size=args.batch_size,
         mode=args.mode,
         halo=args.halo,
@@ -446,7 +816,7 @@ def _one(args, model, knobs, it: _Item, task: str, scale: int) -> dict[str, Any]
     )
     sr = result.output[0].permute(1, 2, 0).cpu().numpy()
     alpha = resize_alpha(img.alpha, model.scale) if img.alpha is not None else None
-    write_image(it.outs[0], Image(sr, alpha, img.grey, img.max_value))
+    write_image(it.outs[0], Image(sr, alpha, img.grey, img.max_value), quality=args.quality)
     if args.class_map:
         cm = result_overlay(sr, result, model.num_classes)
         write_image(it.outs[1], Image(cm, None, False, 255))
@@ -458,6 +828,8 @@ def _one(args, model, knobs, it: _Item, task: str, scale: int) -> dict[str, Any]
         "flops_fraction": float(result.flops_fraction),
         "seconds": float(result.timings["total"]),
         "streamed": False,
+        "router": result.router,
+        "mode": result.mode,
     }
 
 
@@ -473,7 +845,7 @@ def _one_streamed(args, model, knobs, it: _Item) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     source = open_lr(it.src, max_pixels=args.max_pixels)
-    opts = _options(args, knobs)
+    opts = _options(args, knobs, _tiling(args, model, source.height, source.width))
     plan, classes = route(model, source, opts)
     s = int(model.scale)
     channels = (1 if source.grey else 3) + (1 if source.has_alpha else 0)
@@ -511,13 +883,16 @@ def _folder_price(model, args, items) -> float:
     for it in items:
         try:
             if it.stream:
-                plans.append(route(model, open_lr(it.src, args.max_pixels), _options(args, {}))[0])
+                source = open_lr(it.src, args.max_pixels)
+                opts = _options(args, {}, _tiling(args, model, source.height, source.width))
+                plans.append(route(model, source, opts)[0])
                 continue
             img = read_image(it.src, max_pixels=args.max_pixels)
         except (ClassSRError, OSError, ValueError, MemoryError):
             continue
         x = torch.from_numpy(img.rgb).permute(2, 0, 1)[None]
-        options = {"patch_size": args.patch, "stride": args.stride, "halo": args.halo}
+        patch, stride = _tiling(args, model, *img.rgb.shape[:2])
+        options = {"patch_size": patch, "stride": stride, "halo": args.halo}
         plans.append(plan_routes(model, x, mode=args.mode, router=args.router, **options))
     return folder_price(plans, args.budget)
 

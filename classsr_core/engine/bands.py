@@ -39,9 +39,11 @@ mode the context rows only lend their pixels to the halos and run the cheapest b
 
 Byte-identity with ``infer`` on the whole image holds in ``patches`` mode by construction
 (every kept pixel sums the same patch outputs in the same order) and in ``regions`` mode
-when the halo covers the branches' receptive field (the default, measured, halo does for
-the shipped models): tiles are then cut differently near a band's edge without changing a
-pixel. ``tests/test_scale_out.py`` checks both on images cut into several bands.
+when the halo covers the branches' receptive field (``halo=8``): tiles are then cut
+differently near a band's edge without changing a pixel. The shipped models record a
+narrower halo (measured to lose <= 0.001 dB, ``model.defaults["halo"]``), with which a
+pixel near a tile's edge depends a little on the cut: a level or two apart, over 50 dB.
+``tests/test_scale_out.py`` checks all three on images cut into several bands.
 """
 
 from __future__ import annotations
@@ -53,12 +55,20 @@ import numpy as np
 import torch
 
 from classsr_core.engine.grid import PatchGrid, patch_grid
-from classsr_core.engine.pipeline import RoutePlan, get_executor, get_router, infer, plan_routes
+from classsr_core.engine.pipeline import (
+    RoutePlan,
+    get_executor,
+    get_router,
+    infer,
+    plan_routes,
+    warn_unmet_budget,
+)
 from classsr_core.engine.run import Run
 from classsr_core.errors import InputError
 from classsr_core.execution.regions import cell_bounds, halos_for
 from classsr_core.io.images import Image, resize_alpha
 from classsr_core.io.streams import LRSource
+from classsr_core.model.defaults import default_mode
 from classsr_core.routing.base import Scores
 from classsr_core.routing.policies import choose
 
@@ -99,7 +109,7 @@ def release_freed() -> None:
 class BandOptions:
     """What ``infer`` takes, for a band run (see its docstring)."""
 
-    mode: str = "patches"
+    mode: str | None = None  # None: the model's own default (model.defaults["mode"])
     router: str | None = None
     patch_size: int | None = None
     stride: int | None = None
@@ -119,10 +129,15 @@ def to_input(rgb: np.ndarray, device) -> torch.Tensor:
     return torch.from_numpy(rgb).permute(2, 0, 1)[None].to(device)
 
 
+def mode_of(model, opts: BandOptions) -> str:
+    """The executor a band run uses: ``opts.mode``, else the model's own default."""
+    return default_mode(model, opts.mode)
+
+
 def whole_grid(model, height: int, width: int, opts: BandOptions) -> PatchGrid:
     p = int(opts.patch_size if opts.patch_size is not None else model.patch_size)
     s = opts.stride
-    s = int(s if s is not None else get_executor(opts.mode).default_stride(model, p))
+    s = int(s if s is not None else get_executor(mode_of(model, opts)).default_stride(model, p))
     return patch_grid(height, width, p, s)
 
 
@@ -137,6 +152,10 @@ def _concat(parts: list[Scores | None]) -> Scores | None:
     probs = None
     if all(s.probs is not None for s in parts):
         probs = torch.cat([s.probs for s in parts])
+    if parts[0].whole is not None:  # a per-image choice: route as on the whole image
+        whole = parts[0].whole(np.concatenate([np.asarray(s.utility) for s in parts]))
+        whole.probs = probs
+        return whole
     return Scores(
         torch.cat([s.default for s in parts]),
         lambda: np.concatenate([np.asarray(s.utility) for s in parts]),
@@ -151,7 +170,7 @@ def _rows_of(scores: Scores | None, k0: int, k1: int) -> Scores | None:
         return None
     probs = None if scores.probs is None else scores.probs[k0:k1]
     utility = np.asarray(scores.utility)[k0:k1]
-    return Scores(scores.default[k0:k1], utility, probs, scores.tolerance_price)
+    return Scores(scores.default[k0:k1], utility, probs, scores.tolerance_price, scores.whole)
 
 
 def _route_rows(grid: PatchGrid, rows: int) -> list[tuple[int, int]]:
@@ -197,7 +216,7 @@ def route(model, source: LRSource, opts: BandOptions, device=None) -> tuple[Rout
         parts.append(_rows_of(plan.scores, (r0 - ra) * grid.cols, (r1 - ra) * grid.cols))
         costs = plan.costs
     scores = _concat(parts)
-    executor = get_executor(opts.mode)
+    executor = get_executor(mode_of(model, opts))
     # The executor's view of the whole image without its pixels: a geometry-only run (the
     # regions executor's cost is a function of the grid, the halos and the image size).
     options = {"blend": "mean", "halo": opts.halo, "max_cells": None}
@@ -213,6 +232,8 @@ def route(model, source: LRSource, opts: BandOptions, device=None) -> tuple[Rout
     else:
         widest = len(grid) * costs.widest
     plan = RoutePlan(scores, costs, fraction_of, len(grid), float(widest))
+    if opts.budget is not None:
+        warn_unmet_budget(opts.budget, len(grid), costs, fraction_of)
     classes = choose(
         scores,
         len(grid),
@@ -232,7 +253,7 @@ def bands(model, grid: PatchGrid, height: int, opts: BandOptions, device=None) -
     top to bottom."""
     bounds = cell_bounds(grid.ys, grid.patch_size, height)
     margin = 0
-    if opts.mode != "patches":
+    if mode_of(model, opts) != "patches":
         dev = torch.device(device) if device is not None else next(model.parameters()).device
         margin = max(halos_for(model, opts.halo, dev), default=0)
     ys = np.asarray(grid.ys)
@@ -256,13 +277,14 @@ def stream_bands(
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     height, width, scale = source.height, source.width, int(model.scale)
     grid = whole_grid(model, height, width, opts)
+    mode = mode_of(model, opts)
     stats = opts.stats
     stats.update(flops=0.0, seconds=0.0, bands=0)
     for y0, y1, ra, rb, r0, r1 in bands(model, grid, height, opts, dev):
         top, bottom = _row_span(grid, height, ra, rb)
         x = to_input(source.rgb(top, bottom), dev)
         forced = classes[ra:rb]
-        if opts.mode != "patches":
+        if mode != "patches":
             # Context rows only lend their pixels to the halos: their outputs are cropped
             # off, so they run the cheapest branch. (In "patches" mode their outputs are
             # averaged into the kept rows and keep their own classes.)
@@ -273,7 +295,7 @@ def stream_bands(
             model,
             x,
             classes=forced,
-            mode=opts.mode,
+            mode=mode,
             router=opts.router,
             patch_size=grid.patch_size,
             stride=grid.stride,

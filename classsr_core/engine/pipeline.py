@@ -26,8 +26,9 @@ from classsr_core.engine.costs import PatchCosts
 from classsr_core.engine.grid import check_classes, pad_to, patch_grid
 from classsr_core.engine.result import InferResult
 from classsr_core.engine.run import Run
-from classsr_core.errors import InputError, PluginError
+from classsr_core.errors import BudgetWarning, DeviceWarning, InputError, PluginError
 from classsr_core.execution.base import Executor
+from classsr_core.model.defaults import default_mode
 from classsr_core.plugins import get_registry, lookup
 from classsr_core.routing.base import Router, Scores
 from classsr_core.routing.policies import capped, choose
@@ -58,7 +59,7 @@ def infer(
     budget: float | None = None,
     device: str | torch.device | None = None,
     classes=None,
-    mode: str = "patches",
+    mode: str | None = None,
     halo: int | None = None,
     max_cells: int | None = None,
     amp: str | None = None,
@@ -74,7 +75,11 @@ def infer(
             the same kind and layout, ``scale`` x larger: a uint8 array in gives a uint8
             array out, rounded and clipped to 0..255; a float tensor in gives a float tensor
             of the same dtype, on the same device, out raw: *not* clipped, so values may
-            overshoot [0, 1] a little (clamp before saving or comparing). Float values
+            overshoot [0, 1] a little (clamp before saving or comparing). A grey uint8
+            array (``(H, W)`` / ``(H, W, 1)``) given to an RGB model is replicated to RGB and
+            the output averaged back to one channel, as ``classsr upscale`` treats a grey
+            file. Layout mix-ups (CHW arrays, channels-last tensors) are refused with the
+            transpose / permute that fixes them. Float values
             outside [-0.05, 1.05], NaN, other numpy dtypes and batches of more than one
             image are refused with an :class:`~classsr_core.errors.InputError`.
         patch_size, stride: LR tiling; default the model's (32 / 28; in "regions" the stride
@@ -94,7 +99,9 @@ def infer(
             on its own and averages the overlaps (the paper); ``"regions"`` merges
             neighbouring patches of the same class into tiles with a halo and writes each
             output pixel once (then ``flops_fraction`` is relative to the widest branch on
-            the whole image).
+            the whole image). ``None``: the model's own default (``model.defaults["mode"]``,
+            recorded in its checkpoint: ``"regions"`` for the shipped ClassSR models),
+            ``"patches"`` if it records none; ``result.mode`` says which ran.
         halo: "regions" only: LR pixels of context around each tile; default each branch's
             measured receptive field, at most 8.
         max_cells: "regions" only: the largest tile, in patches a side (default 8).
@@ -120,6 +127,15 @@ def infer(
     _check_knobs(budget, tolerance, price)
     setup = _setup(model, image, executor, router_, patch_size, stride, batch_size, device)
     x, kind, dev, grid, costs, sizes, p, s = setup
+    if amp == "fp16" and dev.type == "cpu":
+        warnings.warn(
+            DeviceWarning(
+                f"amp='fp16' on {dev}: a CPU has no fast float16 kernels, and autocast to "
+                "float16 runs several times slower than float32 there; leave amp unset on a "
+                "CPU (amp is for GPUs: --device cuda)"
+            ),
+            stacklevel=3,
+        )
     forced = check_classes(classes, grid, len(model.branches))
     autocast = torch.autocast(dev.type, dtype=AMP[amp]) if amp else contextlib.nullcontext()
     with _eval_mode(model), torch.inference_mode(), autocast, _cast_errors(model, dev):
@@ -139,6 +155,8 @@ def infer(
             fraction_of=fraction_of,
             router=router_.name,
         )
+        if budget is not None and forced is None:
+            warn_unmet_budget(budget, len(grid), costs, fraction_of)
         run.timings["classify"] = run.now() - t0
         hr, flops, fraction, tiles = executor.execute(run, routed)
         t0 = run.now()
@@ -146,6 +164,30 @@ def infer(
         run.timings["stitch"] += run.now() - t0
     run.timings["total"] = time.perf_counter() - t_start
     return _result(run, output, routed, scores, (flops, fraction, tiles), executor, router_)
+
+
+def cheapest_fraction(n: int, costs: PatchCosts, fraction_of) -> float:
+    """The FLOPs fraction of the cheapest routing of ``n`` patches (every patch on the
+    cheapest branch, routing included): the least any budget can spend."""
+    if fraction_of is not None:
+        return float(fraction_of(np.zeros(n, dtype=np.int64)))
+    return costs.spent_on_patches(n, [n] + [0] * (len(costs.branches) - 1))[1]
+
+
+def warn_unmet_budget(budget: float, n: int, costs: PatchCosts, fraction_of) -> None:
+    """A :class:`BudgetWarning` when ``budget`` is below the cheapest routing's cost: the
+    image then spends that, and the caller should hear how much."""
+    cheapest = cheapest_fraction(n, costs, fraction_of)
+    if math.isfinite(cheapest) and cheapest > float(budget) + 1e-3:
+        warnings.warn(
+            BudgetWarning(
+                f"budget {float(budget):g} cannot be met: the cheapest routing (every patch "
+                f"on the cheapest branch, routing included) costs {cheapest:.3f} of the "
+                f"widest branch on this image, and that is what it spends; give a budget of "
+                f"at least {math.ceil(cheapest * 100) / 100:g}"
+            ),
+            stacklevel=4,
+        )
 
 
 def _result(run: Run, output, routed, scores, spent, executor, router_) -> InferResult:
@@ -203,7 +245,7 @@ def plan_routes(
     model,
     image,
     *,
-    mode: str = "patches",
+    mode: str | None = None,
     router: str | None = None,
     patch_size: int | None = None,
     stride: int | None = None,
@@ -212,7 +254,8 @@ def plan_routes(
     device: str | torch.device | None = None,
 ) -> RoutePlan:
     """Score ``image`` with ``router`` as :func:`infer` would, without running a branch: a
-    folder budget (:mod:`classsr_core.routing.folder`) finds one price for many images."""
+    folder budget (:mod:`classsr_core.routing.folder`) finds one price for many images.
+    ``mode=None``: the model's own default, as in :func:`infer`."""
     options = {"blend": "mean", "halo": halo, "max_cells": max_cells}
     executor, router_ = _check_options(model, mode, router, options, None, None, None)
     setup = _setup(model, image, executor, router_, patch_size, stride, None, device)
@@ -310,7 +353,7 @@ def _check_options(model, mode, router, options, budget, amp, batch_size):
         raise InputError("budget= needs a model with at least two branches to choose from")
     if amp is not None and amp not in AMP:
         raise InputError(f"amp must be None, 'fp16' or 'bf16', got {amp!r}")
-    executor = get_executor(mode)
+    executor = get_executor(default_mode(model, mode))
     executor.check(options)
     router_ = get_router(model, router)
     if options["halo"] is not None and int(options["halo"]) < 0:

@@ -228,17 +228,20 @@ class RegionsExecutor(Executor):
 
 
 def halos_for(model, halo: int | None, dev: torch.device) -> list[int]:
-    """LR halo per branch: the given one, or each branch's receptive field (capped),
-    measured once per branch and kept on the module."""
+    """LR halo per branch: the given one; else each branch's receptive field (capped,
+    measured once per branch and kept on the module), narrowed to the halo the model
+    records for itself (``model.defaults["halo"]``: measured to cost nothing visible,
+    :func:`classsr_core.routing.calibration.measure_halo`)."""
     if halo is not None:
         return [int(halo)] * len(model.branches)
+    recorded = getattr(model, "defaults", {}).get("halo")
     out = []
     for branch in model.branches:
         radius = getattr(branch, "_classsr_receptive_radius", None)
         if radius is None:
             radius = receptive_radius(branch, model.in_channels, model.scale, device=dev)
             branch._classsr_receptive_radius = radius
-        out.append(radius)
+        out.append(radius if recorded is None else min(radius, int(recorded)))
     return out
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import struct
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from classsr_core.errors import CheckpointError
+from classsr_core.errors import CheckpointError, ModelNameWarning
 from classsr_core.io.atomic import atomic_path
 
 if TYPE_CHECKING:  # torch loads where tensors are read or written: read_meta runs without it
@@ -80,7 +81,40 @@ def _config(path: Path, meta: dict[str, str]) -> dict[str, Any]:
             f"{path} has no classsr config in its metadata; it was not written by "
             "ClassWrapper.save. Build the model yourself and use load_state_dict."
         )
-    return json.loads(meta["config"])
+    try:
+        config = json.loads(meta["config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path}: its classsr config (metadata 'config') is not valid JSON ({exc}); the "
+            "file is damaged or was not written by ClassWrapper.save"
+        ) from None
+    if not isinstance(config, dict):
+        raise CheckpointError(
+            f"{path}: its classsr config (metadata 'config') is a JSON {_json_kind(config)}, "
+            "not an object; the file is damaged or was not written by ClassWrapper.save"
+        )
+    if not isinstance(config.get("model"), dict):
+        what = "has no 'model' key"
+        if "model" in config:
+            what = f"has a 'model' that is a JSON {_json_kind(config['model'])}, not an object"
+        raise CheckpointError(
+            f"{path}: its classsr config {what} (the backbone, widths and scale that rebuild "
+            "the model); the file is damaged or was not written by ClassWrapper.save"
+        )
+    for key in ("routers", "card", "config"):  # read with .get / .items by the loaders
+        if config.get(key) is not None and not isinstance(config[key], dict):
+            raise CheckpointError(
+                f"{path}: its classsr config has a '{key}' that is a JSON "
+                f"{_json_kind(config[key])}, not an object; the file is damaged"
+            )
+    return config
+
+
+def _json_kind(value: Any) -> str:
+    for kind, name in ((dict, "object"), (list, "list"), (str, "string"), (bool, "boolean")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else "number"
 
 
 def describe_mismatch(
@@ -118,3 +152,58 @@ def load_into(model, state: dict[str, torch.Tensor], source: str) -> None:
 
 def shipped_models() -> dict[str, Path]:
     return {p.stem: p for p in sorted(WEIGHTS_DIR.glob("*.safetensors"))}
+
+
+def find_model(name_or_path: str | Path) -> Path:
+    """The file behind a model name or path (``load_model``, ``--model``).
+
+    A string that is exactly a shipped model's name (``classsr-fsrcnn-x4``: no folder, no
+    suffix) always means the shipped model, even where a file of that name sits in the
+    current folder (it would otherwise replace the shipped model unnoticed): that file is
+    named ``./classsr-fsrcnn-x4``, which a warning says. Anything else is a path; a
+    :class:`~pathlib.Path` that is no file but spells a shipped name means that model.
+    """
+    shipped = shipped_models()
+    if isinstance(name_or_path, str) and name_or_path in shipped:
+        if Path(name_or_path).is_file():
+            warnings.warn(
+                f"'{name_or_path}' names the shipped model, not the file of that name in the "
+                f"current folder; to load the file, name it './{name_or_path}'",
+                ModelNameWarning,
+                stacklevel=3,
+            )
+        return shipped[name_or_path]
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if str(name_or_path) in shipped:
+        return shipped[str(name_or_path)]
+    names = ", ".join(shipped) or "none"
+    raise CheckpointError(
+        f"{name_or_path} is neither a file nor a shipped model (shipped: {names})"
+    )
+
+
+def read_training_state(path: str | Path) -> dict[str, Any]:
+    """The optimiser / scheduler / RNG state a training run saves beside its weights
+    (``OUT/state/<stage>.pt``), read with ``weights_only=True`` (no pickled code runs); an
+    empty, truncated or foreign file is a :class:`CheckpointError` that names it."""
+    import torch
+
+    path = Path(path)
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # empty (EOFError), truncated, pickled code, not a torch file
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        empty = " (the file is empty)" if path.is_file() and path.stat().st_size == 0 else ""
+        raise CheckpointError(
+            f"{path} is not a readable training state{empty} ({type(exc).__name__}: {first}); "
+            "it is written beside the stage's .safetensors while training runs: delete both "
+            "to restart the stage"
+        ) from None
+    if not isinstance(state, dict) or not {"part", "iteration"} <= state.keys():
+        raise CheckpointError(
+            f"{path} is a torch file but not a classsr training state (no 'part' and "
+            "'iteration'); delete it and the stage's .safetensors beside it to restart the stage"
+        )
+    return state

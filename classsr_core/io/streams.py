@@ -1,20 +1,32 @@
 """Images read and written band by band, for outputs larger than memory.
 
-An LR image is read whole (it is ``scale**2`` times smaller than the output) unless it is
-an uncompressed TIFF, whose rows are read from the file as they are needed. The output is
-written as bands arrive, to a temporary name renamed onto the target at the end (atomic as
-:func:`~classsr_core.io.images.write_image`): BigTIFF through ``tifffile`` (uncompressed
-strips) or PNG through a streaming encoder here (zlib over the filtered rows, one IDAT
-chunk at a time). Other formats cannot be written without the whole image in memory:
-:func:`check_streamable` says so before any work.
+An LR image is read whole (it is ``scale**2`` times smaller than the output), by the
+in-memory reader itself (:func:`~classsr_core.io.images.read_pixels`), unless it is an
+uncompressed TIFF that can be read row by row: 8- or 16-bit grey (MINISBLACK or
+MINISWHITE), RGB(A), 8-bit palette or 8-bit CMYK, stored upright or mirrored (Orientation
+1 to 4). Its rows are read from the file as they are needed and converted as OpenCV
+converts them (inverted, looked up in the colour map, CMYK to RGB). A TIFF turned by 90
+degrees (Orientation 5 to 8) has its rows in the file's columns: it is read whole.
+
+The output is written as bands arrive, to a temporary name renamed onto the target at the
+end (atomic as :func:`~classsr_core.io.images.write_image`): BigTIFF through ``tifffile``
+(uncompressed strips) or PNG through a streaming encoder here (zlib over the filtered
+rows, one IDAT chunk at a time). Other formats cannot be written without the whole image
+in memory: :func:`check_streamable` says so before any work.
 
 Pixels come out exactly as :func:`~classsr_core.io.images.read_image` /
 :func:`~classsr_core.io.images.write_image` would give them (same conversions, row by row);
 the PNG bytes differ from OpenCV's encoder (filters, compression), the decoded pixels do not.
+A write that finds the disk full (``ENOSPC``, or the short write ``tifffile`` reports as
+``N requested and M written``) raises :class:`~classsr_core.io.atomic.DiskFullError`,
+``disk full while writing PATH (N bytes free ...)``, and leaves no file.
 """
 
 from __future__ import annotations
 
+import errno
+import re
+import shutil
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
@@ -24,11 +36,25 @@ from pathlib import Path
 import numpy as np
 
 from classsr_core.errors import InputError
-from classsr_core.io.atomic import atomic_path
-from classsr_core.io.images import MAX_PIXELS, Image, apply_orientation, to_array
+from classsr_core.io.atomic import DiskFullError, atomic_path
+from classsr_core.io.images import (
+    MAX_PIXELS,
+    PALETTE,
+    SEPARATED,
+    Image,
+    TiffInfo,
+    convert_samples,
+    is_tiff,
+    read_pixels,
+    tiff_info,
+    to_array,
+)
 
 STREAM_SUFFIXES = (".png", ".tif", ".tiff")
 _TIFF = (".tif", ".tiff")
+# numpy's tofile (tifffile writes strips with it) on a short write, which carries no errno
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
+_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}  # no space, quota reached
 
 
 def check_streamable(path: str | Path) -> None:
@@ -72,8 +98,9 @@ def image_size(path: str | Path) -> tuple[int, int]:
 class LRSource:
     """An LR image whose RGB rows are handed out as ``read_image`` would give them.
 
-    ``raw`` holds the stored integer pixels (HW or HWC, OpenCV's BGR(A) order) or is a
-    row reader over an uncompressed TIFF (RGB(A) order)."""
+    ``raw`` holds the integer pixels :func:`~classsr_core.io.images.read_pixels` gives (HW
+    or HWC, OpenCV's BGR(A) order), or ``_rows`` reads those rows from an uncompressed TIFF
+    (:class:`_TiffRows`)."""
 
     path: Path
     height: int
@@ -82,19 +109,13 @@ class LRSource:
     max_value: int
     has_alpha: bool
     _raw: np.ndarray | None = None
-    _tiff: tuple | None = None  # (offset, row bytes, dtype, channels)
-    _bgr: bool = True
+    _rows: _TiffRows | None = None
 
     def raw_rows(self, y0: int, y1: int) -> np.ndarray:
+        """Rows ``[y0, y1)`` of ``read_pixels(path)``."""
         if self._raw is not None:
             return self._raw[y0:y1]
-        offset, row_bytes, dtype, channels = self._tiff
-        n = (y1 - y0) * self.width * max(channels, 1)
-        with open(self.path, "rb") as f:
-            f.seek(offset + y0 * row_bytes)
-            data = np.fromfile(f, dtype=dtype, count=n)
-        shape = (y1 - y0, self.width) if channels == 1 else (y1 - y0, self.width, channels)
-        return data.reshape(shape)
+        return self._rows(y0, y1)
 
     def _float(self, y0: int, y1: int) -> np.ndarray:
         # read_image's conversion, on these rows only
@@ -108,10 +129,8 @@ class LRSource:
         img = self._float(y0, y1)
         if self.grey:
             rgb = np.repeat(img.reshape(img.shape[0], img.shape[1], 1), 3, axis=2)
-        elif self._bgr:
-            rgb = img[:, :, 2::-1] if img.shape[2] == 4 else img[:, :, ::-1]
         else:
-            rgb = img[:, :, :3]
+            rgb = img[:, :, 2::-1] if img.shape[2] == 4 else img[:, :, ::-1]
         return np.ascontiguousarray(rgb)
 
     def alpha(self, y0: int, y1: int) -> np.ndarray | None:
@@ -121,26 +140,29 @@ class LRSource:
 
 
 def open_lr(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> LRSource:
-    """The LR image at ``path`` for band-by-band use: an uncompressed TIFF is read by rows
-    from the file, anything else decoded whole (integer pixels, not float)."""
-    import cv2
-
-    from classsr_core.io.images import _read_header
+    """The LR image at ``path`` for band-by-band use: an uncompressed TIFF of a kind
+    :class:`_TiffRows` reads is read by rows from the file, anything else decoded whole by
+    :func:`~classsr_core.io.images.read_pixels` (integer pixels, not float). Either way the
+    pixels are ``read_image``'s."""
+    from classsr_core.io.images import _check_tiff, _read_header
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    orientation = _read_header(path, max_pixels)
-    if path.suffix.lower() in _TIFF and orientation == 1:
-        source = _tiff_rows(path)
-        if source is not None:
-            return source
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise InputError(f"{path}: not a readable image (PNG, JPEG, TIFF, BMP or WebP)")
-    img = apply_orientation(img, orientation)
-    if img.dtype not in (np.uint8, np.uint16):
-        raise InputError(f"{path}: unsupported pixel type {img.dtype}; use 8- or 16-bit images")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if is_tiff(head):
+        info = tiff_info(path)
+        if info is not None:
+            _read_header(path, max_pixels)  # the refusals of read_pixels, in its order
+            _check_tiff(path, info, max_pixels)
+            rows = _TiffRows.open(path, info)
+            if rows is not None:
+                return LRSource(
+                    path, rows.height, rows.width, rows.channels == 1, rows.max_value,
+                    rows.channels == 4, _rows=rows,
+                )  # fmt: skip
+    img = read_pixels(path, max_pixels)
     channels = 1 if img.ndim == 2 else img.shape[2]
     if channels not in (1, 3, 4):
         raise InputError(f"{path}: {channels} channels; expected grey, RGB or RGBA")
@@ -149,37 +171,51 @@ def open_lr(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> LRSource:
     return LRSource(path, h, w, channels == 1, max_value, channels == 4, _raw=img)
 
 
-def _tiff_rows(path: Path) -> LRSource | None:
-    """A row reader over an uncompressed, contiguous, chunky 8/16-bit TIFF; else ``None``."""
-    import tifffile
+class _TiffRows:
+    """Rows of an uncompressed TIFF stored in strips, one contiguous block, read from the
+    file as they are asked for, converted by :func:`~classsr_core.io.images.convert_samples`
+    to what :func:`~classsr_core.io.images.read_pixels` gives for them (BGR(A) order,
+    MINISWHITE inverted, palette looked up, CMYK to RGB) and turned by Orientation 1 to 4
+    (mirrors: the rows stay rows). :meth:`open` returns ``None`` for anything else, which is
+    then read whole."""
 
-    try:
-        with tifffile.TiffFile(path) as tf:
-            page = tf.pages[0]
-            contiguous = page.is_contiguous  # a bool, or (offset, bytes) in older tifffile
-            if isinstance(contiguous, tuple):
-                offset = contiguous[0]
-            else:
-                offset = page.dataoffsets[0] if contiguous and page.dataoffsets else None
-            if int(page.compression) != 1:
-                offset = None
-            dtype = np.dtype(page.dtype).newbyteorder(tf.byteorder)
-            channels = int(page.samplesperpixel)
-            ok = (
-                offset is not None
-                and page.dtype in (np.uint8, np.uint16)
-                and channels in (1, 3, 4)
-                and (channels == 1 or page.planarconfig == 1)  # CONTIG
-            )
-            if not ok:
-                return None
-            h, w = int(page.imagelength), int(page.imagewidth)
-    except Exception:
-        return None
-    max_value = 255 if dtype.itemsize == 1 else 65535
-    row_bytes = w * channels * dtype.itemsize
-    tiff = (int(offset), row_bytes, dtype, channels)
-    return LRSource(path, h, w, channels == 1, max_value, channels == 4, _tiff=tiff, _bgr=False)
+    def __init__(self, path: Path, info: TiffInfo):
+        self.path = path
+        self.info = info
+        self.height, self.width = info.height, info.width
+        self.dtype = info.dtype
+        self.row_bytes = info.width * info.samples * info.dtype.itemsize
+        self.max_value = 255 if info.dtype.itemsize == 1 else 65535
+        o = info.orientation
+        self.flip_rows, self.flip_cols = o in (3, 4), o in (2, 3)
+        self.channels = 3 if info.photometric in (PALETTE, SEPARATED) else info.samples
+
+    @classmethod
+    def open(cls, path: Path, info: TiffInfo) -> _TiffRows | None:
+        readable = (
+            info.convertible()
+            and info.compression == 1
+            and not info.tiled
+            and info.offset is not None
+            and (info.samples == 1 or info.planar == 1)
+            and 1 <= info.orientation <= 4
+        )
+        return cls(path, info) if readable else None
+
+    def __call__(self, y0: int, y1: int) -> np.ndarray:
+        n, samples = y1 - y0, self.info.samples
+        s0 = self.height - y1 if self.flip_rows else y0  # the rows as stored
+        with open(self.path, "rb") as f:
+            f.seek(self.info.offset + s0 * self.row_bytes)
+            data = np.fromfile(f, dtype=self.dtype, count=n * self.width * samples)
+        if data.size != n * self.width * samples:
+            raise InputError(f"{self.path}: the file ends before row {y1} of {self.height}")
+        raw = data.reshape(n, self.width, samples).astype(self.dtype.newbyteorder("="))
+        if self.flip_rows:
+            raw = raw[::-1]
+        if self.flip_cols:
+            raw = raw[:, ::-1]
+        return convert_samples(raw, self.info)
 
 
 class BandWriter:
@@ -196,6 +232,25 @@ class BandWriter:
         self.rows = 0
         self._atomic = None
         self._sink = None
+
+    def _disk_full(self, exc: BaseException) -> BaseException:
+        """``exc``, or a :class:`DiskFullError` that names the file and the free space when
+        ``exc`` says the disk (or the quota) is full: ``ENOSPC``, or the short write that
+        numpy's ``tofile`` (under ``tifffile``) reports as ``N requested and M written``."""
+        if not isinstance(exc, OSError) or "bytes free" in str(exc):
+            return exc
+        if exc.errno not in _FULL and _SHORT_WRITE.search(str(exc)) is None:
+            return exc
+        try:
+            free = f"{shutil.disk_usage(self.path.parent).free:,} bytes free there"
+        except OSError:
+            free = "free space unknown"
+        size = self.height * self.width * self.channels * np.dtype(self.dtype).itemsize
+        return DiskFullError(
+            errno.ENOSPC,
+            f"disk full while writing {self.path} ({free}; the image is {size:,} bytes "
+            "uncompressed): free space or write it elsewhere",
+        )
 
     def __enter__(self) -> BandWriter:
         self._atomic = atomic_path(self.path)
@@ -217,7 +272,13 @@ class BandWriter:
             )
         if self.rows + arr.shape[0] > self.height:
             raise InputError(f"{self.path}: more rows written than the image's {self.height}")
-        self._sink.write(np.ascontiguousarray(arr))
+        try:
+            self._sink.write(np.ascontiguousarray(arr))
+        except OSError as exc:
+            full = self._disk_full(exc)
+            if full is exc:
+                raise
+            raise full from exc
         self.rows += arr.shape[0]
 
     def __exit__(self, kind, exc, tb) -> bool:
@@ -227,7 +288,10 @@ class BandWriter:
             if kind is None and self.rows != self.height:
                 raise InputError(f"{self.path}: {self.rows} of {self.height} rows written")
         except BaseException as err:
-            error = error or err
+            if error is None:
+                error = self._disk_full(err)
+                if error is not err:
+                    error.__cause__ = err
         if error is None:
             self._atomic.__exit__(None, None, None)
             return False

@@ -122,6 +122,9 @@ class ClassWrapper(nn.Module):
         # the model; and the router infer(router=None) uses, recorded in the checkpoint.
         self.router_states: dict[str, Any] = {}
         self.default_router: str | None = None
+        # Options infer() takes from the model when the caller leaves them unset (a halo
+        # measured to cost nothing visible, ...; model.defaults.KNOWN), saved with it.
+        self.defaults: dict[str, Any] = {}
         check_routing_cost(self)
 
     # -- patches -----------------------------------------------------------------------
@@ -214,6 +217,8 @@ class ClassWrapper(nn.Module):
             meta["routers"] = {name: st.to_dict() for name, st in self.router_states.items()}
         if self.default_router:
             meta["default_router"] = self.default_router
+        if self.defaults:
+            meta["defaults"] = dict(self.defaults)
         save_state(self.state_dict(), path, meta)
 
     @classmethod
@@ -224,6 +229,17 @@ class ClassWrapper(nn.Module):
         model = cls(**official_kwargs(arch, **kwargs))
         load_official_into(model, path, arch)
         return model.eval()
+
+    @classmethod
+    def from_pretrained(cls, path, **kwargs) -> ClassWrapper:
+        """A pretrained SR network file (``.pth`` / ``.safetensors`` that spandrel can read:
+        ESRGAN, SwinIR, HAT, SPAN, ...) as a model of two branches, bicubic and the network,
+        uncalibrated (every patch to the network); ``kwargs``: ``cheaper=[files]``,
+        ``scale``, ``patch_size``, ``stride``, ``device``
+        (:func:`classsr_core.model.pretrained.from_pretrained`, docs/bring-your-own.md)."""
+        from classsr_core.model.pretrained import from_pretrained
+
+        return from_pretrained(path, **kwargs)
 
     def extra_repr(self) -> str:
         return (

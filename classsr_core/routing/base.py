@@ -28,6 +28,9 @@ class Scores:
     ``tolerance_price``: for routers whose utility is minus an expected squared error
     calibrated against the widest branch: the price (utility per multiply-add per pixel)
     that keeps a ``tolerance`` in dB; ``None``: the router cannot honour ``tolerance=``.
+    ``whole``: for routers whose choice on one patch depends on the whole image (a loss
+    budget per image): builds the whole image's Scores from its ``(N, M)`` utility, so a
+    caller that scored the image in parts (the band engine) routes as on the whole image.
     """
 
     def __init__(
@@ -36,11 +39,13 @@ class Scores:
         utility: np.ndarray | Callable[[], np.ndarray],
         probs: torch.Tensor | None = None,
         tolerance_price: Callable[[float], float] | None = None,
+        whole: Callable[[np.ndarray], Scores] | None = None,
     ) -> None:
         self.default = default
         self._utility = utility
         self.probs = probs
         self.tolerance_price = tolerance_price
+        self.whole = whole
 
     @property
     def utility(self) -> np.ndarray:

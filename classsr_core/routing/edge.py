@@ -56,15 +56,18 @@ def edge_map(x: torch.Tensor) -> torch.Tensor:
 
 def patch_scores(emap: torch.Tensor, ys, xs, patch_size: int) -> torch.Tensor:
     """Mean of an ``(H, W)`` edge map over every ``patch_size`` square whose top-left
-    corner is ``(ys[i], xs[j])``: ``(len(ys) * len(xs),)`` on the CPU, row-major. One
-    integral image, so the cost does not grow with the patch size; in float64 on the CPU
-    (the routing runs there, and MPS has no float64)."""
+    corner is ``(ys[i], xs[j])``: ``(len(ys) * len(xs),)`` on the CPU, row-major. Per patch
+    row, its column sums, then running sums along the row (float64, on the CPU: the routing
+    runs there, and MPS has no float64): a patch's score depends only on its own rows, so
+    an image scored in bands (the band engine) gets the same numbers to the last bit."""
     p = int(patch_size)
-    table = F.pad(emap.detach().cpu().double().cumsum(0).cumsum(1), (1, 0, 1, 0))
-    y = torch.as_tensor(ys)[:, None]
-    x = torch.as_tensor(xs)[None, :]
-    total = table[y + p, x + p] - table[y, x + p] - table[y + p, x] + table[y, x]
-    return (total / (p * p)).reshape(-1).float()
+    m = emap.detach().cpu().double()
+    x = torch.as_tensor(xs)
+    out = []
+    for y in ys:
+        run = F.pad(m[y : y + p].sum(dim=0).cumsum(0), (1, 0))
+        out.append(run[x + p] - run[x])
+    return (torch.stack(out) / (p * p)).reshape(-1).float()
 
 
 GRADIENT_MACS_PER_PIXEL = 18  # per RGB channel: 2 differences, 2 squares, 1 add, + max
@@ -90,12 +93,29 @@ def patch_maxima(emap: torch.Tensor, ys, xs, patch_size: int) -> torch.Tensor:
     return cols.reshape(-1)
 
 
+def energy_map(x: torch.Tensor) -> torch.Tensor:
+    """``(N, C, H, W)`` -> ``(N, H, W)``: the squared 4-neighbour Laplacian, the largest over
+    the channels (borders replicated). Its mean over a patch is the patch's high-frequency
+    energy: what a network can add above bicubic lives there, and a squared error is a mean
+    of squares too. Per channel, so that an edge between two colours of equal brightness,
+    which a luma Laplacian does not see, counts."""
+    g = F.pad(x.float(), (1, 1, 1, 1), mode="replicate")
+    c = g[..., 1:-1, 1:-1]
+    lap = 4 * c - g[..., :-2, 1:-1] - g[..., 2:, 1:-1] - g[..., 1:-1, :-2] - g[..., 1:-1, 2:]
+    return lap.square().amax(dim=1)
+
+
+ENERGY_MACS_PER_PIXEL = 20  # per channel: 5 for the Laplacian, 1 to square; + the max
+
+
 # name -> (per-pixel map, per-patch reduction, multiply-adds per pixel)
 STATISTICS = {
     "laplacian-mean": (edge_map, patch_scores, EDGE_MACS_PER_PIXEL),
     "gradient-max": (gradient_map, patch_maxima, GRADIENT_MACS_PER_PIXEL),
+    "laplacian-energy": (energy_map, patch_scores, ENERGY_MACS_PER_PIXEL),
 }
-DEFAULT_STATISTIC = "gradient-max"
+DEFAULT_STATISTIC = "laplacian-energy"
+ALLOCATIONS = ("price", "relative")
 
 
 def edge_scores(x: torch.Tensor, ys, xs, patch_size: int, statistic: str) -> np.ndarray:
@@ -132,6 +152,15 @@ class EdgeTable:
     # bin then has its own expected error, so a price (a budget, a folder budget) moves
     # patches one by one, not a whole bin at once. Tables written before: steps.
     interpolate: bool = False
+    # "price": one price per multiply-add for every image (``price``; the curve's first
+    # column is a price). "relative": a tolerance is a dB loss of *each image*, so each image
+    # gets the loss budget ``10^(t/10) - 1`` times its own expected error on the widest
+    # branch, and the cheapest routing within it (the curve's first column is that ``t``).
+    # A sky and a page of text then pay the same dB, not the same squared error.
+    allocation: str = "price"
+    # Multiply-adds per pixel of each branch the table was measured with: a model whose
+    # branches cost otherwise (other widths) is refused instead of routed by a wrong table.
+    branch_costs: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         edges = np.asarray(self.edges, dtype=np.float64)
@@ -150,12 +179,21 @@ class EdgeTable:
                 f"edge table: unknown statistic {self.statistic!r} (known: "
                 f"{', '.join(STATISTICS)}); this file needs a newer classsr"
             )
+        if self.allocation not in ALLOCATIONS:
+            raise CheckpointError(
+                f"edge table: unknown allocation {self.allocation!r} (known: "
+                f"{', '.join(ALLOCATIONS)}); this file needs a newer classsr"
+            )
 
-    def price_for(self, tolerance_db: float) -> float:
-        """The highest calibrated price at which the held-out images lost at most
-        ``tolerance_db`` on average and none more than twice that (a tolerance is a mean
-        that no single image may blow: the worst is what a user notices); the lowest
-        calibrated price if none is."""
+    def price_for(
+        self, tolerance_db: float, scores=None, pixel_costs=None, *, expected=None
+    ) -> float:
+        """The price for ``tolerance_db``: the highest calibrated point at which the
+        held-out images lost at most ``tolerance_db`` on average and none more than twice
+        that (a tolerance is a mean that no single image may blow: the worst is what a user
+        notices); the lowest calibrated point if none is. A "relative" table's point is a
+        per-image loss budget, turned into this image's price from its ``scores`` (or its
+        ``expected`` errors, :meth:`expected_mse`)."""
         if not self.curve:
             raise InputError(
                 "this model's edge table has no tolerance curve (it was calibrated before "
@@ -163,11 +201,19 @@ class EdgeTable:
                 "budget="
             )
         best = self.curve[0][0]
-        for price, mean, worst in self.curve:
+        for point, mean, worst in self.curve:
             if mean > tolerance_db or worst > 2 * tolerance_db:
                 break
-            best = price
-        return float(best)
+            best = point
+        if self.allocation == "price":
+            return float(best)
+        if expected is None:
+            if scores is None:
+                raise InputError("a relative edge table prices each image: pass its scores")
+            expected = self.expected_mse(scores)
+        if pixel_costs is None:
+            raise InputError("a relative edge table prices each image: pass the branch costs")
+        return image_price(expected, pixel_costs, float(best))
 
     @property
     def num_branches(self) -> int:
@@ -184,11 +230,21 @@ class EdgeTable:
         bins = np.searchsorted(np.asarray(self.edges), scores, side="right")
         return mse[bins]
 
-    def route(self, scores: np.ndarray, pixel_costs, price: float | None = None) -> np.ndarray:
-        """Branch per patch minimising expected error + ``price`` x multiply-adds per pixel."""
-        price = self.price if price is None else float(price)
+    def route(
+        self, scores: np.ndarray, pixel_costs, price: float | None = None, *, expected=None
+    ) -> np.ndarray:
+        """Branch per patch minimising expected error + ``price`` x multiply-adds per pixel
+        (default: the table's own tolerance)."""
+        if expected is None:
+            expected = self.expected_mse(scores)
+        if price is None:
+            price = (
+                self.price
+                if self.allocation == "price"
+                else self.price_for(self.tolerance_db, pixel_costs=pixel_costs, expected=expected)
+            )
         cost = np.asarray(pixel_costs, dtype=np.float64)[None, :]
-        return np.argmin(self.expected_mse(scores) + price * cost, axis=1)
+        return np.argmin(expected + price * cost, axis=1)
 
     def to_dict(self) -> dict:
         return {
@@ -200,6 +256,8 @@ class EdgeTable:
             "statistic": self.statistic,
             "curve": [list(row) for row in self.curve],
             "interpolate": self.interpolate,
+            "allocation": self.allocation,
+            "branch_costs": list(self.branch_costs),
         }
 
     @classmethod
@@ -214,9 +272,49 @@ class EdgeTable:
                 statistic=str(d.get("statistic", "laplacian-mean")),
                 curve=tuple(tuple(float(v) for v in row) for row in d.get("curve", ())),
                 interpolate=bool(d.get("interpolate", False)),
+                allocation=str(d.get("allocation", "price")),
+                branch_costs=tuple(float(v) for v in d.get("branch_costs", ())),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"unreadable edge table in the checkpoint ({exc})") from None
+
+
+def branch_pixel_costs(model) -> list[float] | None:
+    """Each branch's multiply-adds per LR pixel (fvcore, cached); ``None`` if uncountable."""
+    from classsr_core.analysis.flops import count_flops
+
+    p = int(model.patch_size)
+    try:
+        return [count_flops(b, (1, model.in_channels, p, p)) / (p * p) for b in model.branches]
+    except InputError:
+        return None
+
+
+def image_price(expected: np.ndarray, pixel_costs, loss_db: float) -> float:
+    """The highest price at which routing one image by ``expected`` (``(n, M)`` squared
+    errors, widest branch last) keeps its expected loss against the widest branch within
+    ``loss_db``: the image's allowance is ``10^(loss_db/10) - 1`` times its own expected
+    error on the widest branch. Bisection on the log of the price (the expected loss grows
+    with the price)."""
+    expected = np.asarray(expected, dtype=np.float64)
+    if expected.size == 0:
+        return 0.0
+    cost = np.asarray(pixel_costs, dtype=np.float64)[None, :]
+    loss = np.maximum(expected - expected[:, -1:], 0.0)
+    allowed = (10 ** (loss_db / 10) - 1) * expected[:, -1].sum()
+    rows = np.arange(len(expected))
+    # Prices span the scale of the errors per multiply-add: far below, every patch takes the
+    # widest branch; far above, the cheapest.
+    scale = max(float(np.ptp(expected)), 1e-12) / max(float(np.ptp(cost)), 1e-12)
+    lo, hi = math.log(scale * 1e-6), math.log(scale * 1e3)
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        assign = np.argmin(expected + math.exp(mid) * cost, axis=1)
+        if loss[rows, assign].sum() <= allowed:
+            lo = mid
+        else:
+            hi = mid
+    return math.exp(lo)
 
 
 class EdgeRouter(Router):
@@ -239,6 +337,17 @@ class EdgeRouter(Router):
                 f"the edge table has {table.num_branches} branches, the model "
                 f"{len(model.branches)}: calibrate it again for this model"
             )
+        if table.branch_costs:
+            have = branch_pixel_costs(model)
+            if have is not None and not np.allclose(table.branch_costs, have, rtol=0.01, atol=1e-6):
+                widths = getattr(model, "spec", {}).get("widths")
+                what = f" (widths {list(widths)})" if widths else ""
+                raise InputError(
+                    "the edge table was calibrated for branches costing "
+                    f"{[round(c, 1) for c in table.branch_costs]} multiply-adds a pixel, this "
+                    f"model's cost {[round(c, 1) for c in have]}{what}: the table belongs to "
+                    "another model; calibrate it again for this one (`classsr calibrate`)"
+                )
 
     def cost(self, model, patch_size: int) -> float:
         macs = STATISTICS[self.state(model).statistic][2]
@@ -248,9 +357,19 @@ class EdgeRouter(Router):
         table = self.state(run.model)
         grid = run.grid
         scores = edge_scores(run.lr, grid.ys, grid.xs, grid.patch_size, table.statistic)
-        default = table.route(scores, np.asarray(run.costs.per_pixel))
-        return Scores(
-            torch.from_numpy(default),
-            lambda: -table.expected_mse(scores),
-            tolerance_price=table.price_for,
-        )
+        return table_scores(table, table.expected_mse(scores), np.asarray(run.costs.per_pixel))
+
+
+def table_scores(table: EdgeTable, expected: np.ndarray, costs: np.ndarray) -> Scores:
+    """The router's view of an image whose patches' expected errors are ``expected``: its
+    default routing, minus the errors as utility, and the price per tolerance (a relative
+    table's depends on the whole image, so parts of one are re-scored whole)."""
+    default = table.route(None, costs, expected=expected)
+    return Scores(
+        torch.from_numpy(default),
+        -expected,
+        tolerance_price=lambda t: table.price_for(t, pixel_costs=costs, expected=expected),
+        whole=None
+        if table.allocation == "price"
+        else lambda utility: table_scores(table, -np.asarray(utility), costs),
+    )

@@ -8,10 +8,12 @@ Relative paths are taken from the current directory, as in most training tools.
 
 from __future__ import annotations
 
+import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, create_model, model_validator
+from pydantic import Field, PrivateAttr, create_model, field_validator, model_validator
 
 from classsr_core.config import StrictModel, load_yaml, validate
 from classsr_core.errors import ClassSRError, ConfigError
@@ -19,6 +21,8 @@ from classsr_core.model.spec import ModelSpec
 from classsr_core.plugins.registry import lookup
 
 STAGES = ("branches", "classifier", "joint")
+DEVICE_CHOICES = "cpu, cuda, cuda:N, mps"  # as classsr_core.device spells them
+DEVICE_NAME = re.compile(r"(cpu|cuda|mps)(:\d+)?")
 
 
 class ModelSection(ModelSpec):
@@ -83,9 +87,9 @@ class DivideSection(StrictModel):
 class LossSection(StrictModel):
     """ClassSRLoss weights (stages classifier and joint); the official ones for 0..1 images."""
 
-    w_l1: float = 1000.0
-    w_class: float = 0.5
-    w_average: float = 3.0
+    w_l1: float = Field(1000.0, ge=0)
+    w_class: float = Field(0.5, ge=0)
+    w_average: float = Field(3.0, ge=0)
 
 
 class StageSection(StrictModel):
@@ -176,6 +180,15 @@ class TrainConfig(StrictModel):
     def trust_code(self) -> bool:
         return self._trust_code
 
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, value: str | None) -> str | None:
+        # The spelling only: whether this machine has the device is checked where it is
+        # used (a config may be prepared on one machine and trained on another).
+        if value is not None and not DEVICE_NAME.fullmatch(value):
+            raise ValueError(f"not a device; choose one of {DEVICE_CHOICES}")
+        return value
+
     # -- derived -----------------------------------------------------------------------
     def make_task(self):
         options = self.task.model_dump(exclude={"name"})
@@ -194,9 +207,12 @@ class TrainConfig(StrictModel):
         return self.model_dump(mode="json")
 
 
-def _task_model(name: str) -> type[StrictModel]:
+def _task_model(name: str, source: str = "config") -> type[StrictModel]:
     """The task section's model: ``name`` plus the plugin's own options."""
-    entry = lookup("tasks", name)
+    try:
+        entry = lookup("tasks", name)
+    except ClassSRError as exc:
+        raise ConfigError(f"{source}: task.name: {exc}") from None
     options = entry.metadata.get("config_model")
     if options is None:  # a plugin without options: only the name is allowed
         return TaskSectionBase
@@ -228,7 +244,7 @@ def validate_train_config(
     name = task.get("name", "sr")
     if not isinstance(name, str):
         raise ConfigError(f"{source}: 'task.name' must be a string, got {name!r}")
-    section = _task_model(name)
+    section = _task_model(name, source)
     model = create_model(
         "TrainConfig",
         __base__=TrainConfig,
@@ -236,8 +252,71 @@ def validate_train_config(
     )
     cfg = validate(model, data, source)
     cfg._trust_code = trust_code
+    check_folders(cfg, source)
     check_model_section(cfg, source)
+    check_stages(cfg, source)
     return cfg
+
+
+def check_folders(cfg: TrainConfig, source: str = "config") -> None:
+    """``out`` and ``data.store`` are folders (made if missing): refuse one that names an
+    existing file, or lies under one, before any command does work."""
+    for key, value in (("out", cfg.out), ("data.store", cfg.data.store)):
+        if value is None:
+            continue
+        path = Path(value)
+        for part in (path, *path.parents):
+            if part.exists() or part.is_symlink():
+                if not part.is_dir():
+                    where = f"{part} is a file" if part == path else f"{part} (in {path}) is a file"
+                    raise ConfigError(
+                        f"{source}: {key} must be a folder; {where}. Give a folder that "
+                        "does not exist yet (it is made) or an existing one"
+                    )
+                break
+
+
+def timm_optimizers() -> list[str] | None:
+    """The optimizer names timm registers (None: a timm too old to list them)."""
+    try:
+        from timm.optim import list_optimizers
+    except ImportError:
+        return None
+    return sorted(list_optimizers())
+
+
+def check_stages(cfg: TrainConfig, source: str = "config") -> None:
+    """Build every stage's optimizer and learning-rate schedule as training will, on a
+    one-weight stand-in: an unknown optimizer name or settings it refuses (betas out of
+    range, say) fail here, before ``prepare`` and ``divide`` do minutes of work, and not
+    when the stage starts."""
+    # Lazy: the trainer and timm take seconds to import.
+    from torch import nn
+
+    from classsr_core.training.trainer import _make_optimizer, _make_scheduler
+
+    known = timm_optimizers()
+    for stage in STAGES:
+        scfg = getattr(cfg.stages, stage)
+        key = f"stages.{stage}.optimizer"
+        name = scfg.optimizer
+        base = name.lower().split("_")[-1]  # timm's parsing: an optional lookahead_ prefix
+        if known is not None and base not in known:
+            close = difflib.get_close_matches(base, known, n=3)
+            hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+            raise ConfigError(
+                f"{source}: {key} is {name!r}, not a timm optimizer{hint}; allowed: "
+                f"{', '.join(known)}, each optionally prefixed lookahead_"
+            )
+        try:
+            optimizer = _make_optimizer(scfg, nn.Conv2d(1, 1, 1))
+            _make_scheduler(scfg, optimizer)
+        except Exception as exc:  # timm's and torch's own errors, one line with the key
+            raise ConfigError(
+                f"{source}: stages.{stage}: optimizer {name!r} with lr {scfg.lr}, betas "
+                f"{list(scfg.betas)}, weight_decay {scfg.weight_decay}, and its schedule, "
+                f"cannot be built: {type(exc).__name__}: {exc}"
+            ) from None
 
 
 def check_model_section(cfg: TrainConfig, source: str = "config") -> None:
@@ -264,7 +343,10 @@ def check_model_section(cfg: TrainConfig, source: str = "config") -> None:
     except ClassSRError as exc:
         raise ConfigError(f"{source}: model: {exc}") from None
     ratios = cfg.divide.ratios
-    if ratios is not None and len(ratios) != model.num_classes:
+    # One branch (the "-O" network) has no classes to divide into: its run ignores the
+    # divide section, so a config shared with the ClassSR run (`--set "model.widths=[64]"`
+    # on examples/configs/denoise.yaml) keeps its three ratios.
+    if ratios is not None and model.num_classes > 1 and len(ratios) != model.num_classes:
         raise ConfigError(
             f"{source}: divide.ratios has {len(ratios)} values but the model has "
             f"{model.num_classes} branches; give one share per branch, cheapest first"

@@ -38,7 +38,12 @@ from tqdm import tqdm
 from classsr_core.engine import patch_grid
 from classsr_core.errors import CheckpointError, ClassSRError, ConfigError
 from classsr_core.io.atomic import atomic_path
-from classsr_core.io.checkpoint import load_into, read_checkpoint, save_state
+from classsr_core.io.checkpoint import (
+    load_into,
+    read_checkpoint,
+    read_training_state,
+    save_state,
+)
 from classsr_core.model.wrapper import ClassWrapper
 from classsr_core.training import distributed
 from classsr_core.training.config import STAGES, StageSection, TrainConfig
@@ -239,7 +244,7 @@ class Trainer:
         if point.iteration > 0:
             if not extra_path.is_file():
                 raise CheckpointError(f"{extra_path} is missing; delete {weights} to restart")
-            extra = torch.load(extra_path, map_location="cpu", weights_only=True)
+            extra = read_training_state(extra_path)  # empty or foreign: a CheckpointError
             if (extra["part"], extra["iteration"]) != (point.part, point.iteration):
                 raise CheckpointError(
                     f"{weights} (part {point.part}, iteration {point.iteration}) and "
