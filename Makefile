@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format install clean-venv
+.PHONY: demo test lint format install clean-venv numbers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ test: lint
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
+
+# Every measured table in docs, rerun and rewritten in place (benchmarks/doc_tables.py; about
+# 40 minutes on 2 cores; needs the photos of scripts/fetch_*.sh).
+numbers: $(STAMP)
+	$(BIN)/python benchmarks/doc_tables.py
 
 clean-venv:
 	rm -rf $(VENV)

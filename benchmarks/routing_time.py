@@ -73,7 +73,7 @@ def measure(model, o_model, path, tolerances, reps) -> dict:
     return {"image": Path(path).stem, "lr": list(lr.shape[-2:]), "rows": rows}
 
 
-def report(results: list[dict]) -> str:
+def report(results: list[dict], summary_label: str | None = None) -> str:
     names = list(results[0]["rows"])
     lines = [
         "| image | LR | -O s | " + " | ".join(f"{n}: time / FLOPs / dB" for n in names[1:]) + " |",
@@ -90,8 +90,11 @@ def report(results: list[dict]) -> str:
             + " | ".join(cells)
             + " |"
         )
+    if summary_label is not None:  # the summary alone, each method labelled with the model
+        lines = []
+    else:
+        lines.append("")
     lines += [
-        "",
         "| method | mean time / -O | worst time / -O | total time / -O | mean FLOPs | "
         "mean dB vs -O | worst dB vs -O |",
         "|---|---|---|---|---|---|---|",
@@ -103,8 +106,9 @@ def report(results: list[dict]) -> str:
         total = sum(r["rows"][n]["seconds"] for r in results) / sum(
             r["rows"]["-O"]["seconds"] for r in results
         )
+        label = n if summary_label is None else f"{summary_label}, {n}"
         lines.append(
-            f"| {n} | {t.mean():.2f} | {t.max():.2f} | {total:.2f} | {f.mean():.3f} | "
+            f"| {label} | {t.mean():.2f} | {t.max():.2f} | {total:.2f} | {f.mean():.3f} | "
             f"{d.mean():+.3f} | {d.min():+.3f} |"
         )
     return "\n".join(lines)
@@ -131,6 +135,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument(
+        "--summary", action="store_true", help="print only the summary rows, labelled by model"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = load_model(args.model, device="cpu")
@@ -142,13 +149,16 @@ def main(argv=None) -> int:
     for f in files:
         results.append(measure(model, o_model, f, args.tolerances, args.reps))
         print(f"{results[-1]['image']} done", file=sys.stderr, flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "images": results}, indent=1))
+    if args.summary:
+        print(report(results, summary_label=args.model))
+        return 0
     print(
         f"{args.model} against {args.o_model}, regions, {args.threads} threads, fastest of "
         f"{args.reps} interleaved rounds ({machine()})\n"
     )
     print(report(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "images": results}, indent=1))
     return 0
 
 

@@ -22,7 +22,7 @@ from classsr_core.model.spec import ModelSpec
 
 pytestmark = pytest.mark.filterwarnings("ignore::classsr_core.errors.CostWarning")
 
-SHIPPED = "classsr-fsrcnn-x4-shared"  # the default model of `classsr upscale`
+SHIPPED = "classsr-fsrcnn-x4-shared"  # a shipped model (the rule holds for any of them)
 
 
 class _Evil:
