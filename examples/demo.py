@@ -8,7 +8,7 @@ docs/routing.md) in its own mode (regions: same-class patches merged into tiles)
 paper's model also by its Class-Module in the paper's overlapping patches, for reference;
 the fast one at its default tolerance, at 0.2 dB and at a budget of 0.5. Writes to out/demo/
 the images of the weight-sharing model, the default of `classsr upscale`: the SR image, the
-class map, and a labelled strip bicubic | FSRCNN-O | ClassSR-FSRCNN (shared) | ground truth,
+class map, and a labelled strip bicubic | FSRCNN-O | ClassSR-FSRCNN fast | ground truth,
 with the detail where they differ most enlarged below.
 """
 
@@ -85,8 +85,8 @@ def main(out_dir: str = "out/demo") -> int:
             f"{res.timings['total']:8.2f}  {ran:<18} {shares}"
         )
 
-    model, result = rows[3][2]  # the weight-sharing model
-    sr = rows[3][1]
+    model, result = rows[4][2]  # the default model of `classsr upscale`, at its defaults
+    sr = rows[4][1]
     overlay = result_overlay(sr, result, model.num_classes)
     write_image(out / "classsr.png", Image(sr, None, False, 255))
     write_image(out / "class_map.png", Image(overlay, None, False, 255))
@@ -103,12 +103,14 @@ def main(out_dir: str = "out/demo") -> int:
     write_image(out / "strip.png", Image(strip, None, False, 255))
     widths = model.checkpoint_meta["model"]["widths"]
     colours = ", ".join(
-        f"{c} = width {wd}" for c, wd in zip(colour_names(model.num_classes), widths)
+        f"{c} = {'bicubic' if wd == 0 else f'width {wd}'}"
+        for c, wd in zip(colour_names(model.num_classes), widths)
     )
     print(f"\nwrote {out}/classsr.png and {out}/class_map.png: each patch tinted by its branch,")
     print(f"  {colours} (cheapest to widest)")
     print(
-        f"and {out}/strip.png: bicubic | FSRCNN-O | ClassSR-FSRCNN shared | ground truth, "
+        f"and {out}/strip.png: bicubic | FSRCNN-O | ClassSR-FSRCNN fast (the default) | "
+        "ground truth, "
         "the detail outlined in red enlarged below"
     )
     return 0

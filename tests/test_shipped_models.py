@@ -1,5 +1,6 @@
 """Every model shipped in the package loads offline, carries its card, and beats bicubic on
-a real photo it was not trained on (scikit-image's coffee)."""
+a real photo it was not trained on (scikit-image's coffee) by a measured bar: a ClassSR
+model's own routing keeps nearly all of its widest branch's gain over bicubic."""
 
 from __future__ import annotations
 
@@ -44,6 +45,25 @@ def photo():
     return hr, lr, bicubic
 
 
+def _widest_gain(model, task, x, hr, bicubic_psnr) -> float:
+    """dB the widest branch, run everywhere, gains over bicubic."""
+    from classsr_core.engine.grid import patch_grid
+
+    n = len(patch_grid(*x.shape[-2:], model.patch_size, model.patch_size))
+    forced = np.full(n, len(model.branches) - 1)
+    res = model.infer(x, mode="regions", classes=forced, router="classifier")
+    out = res.output[0].clamp(0, 1).permute(1, 2, 0).numpy()
+    return task.score(out, hr)["psnr"] - bicubic_psnr
+
+
+# Measured on this photo (2026-12, CPU): single-network models gain 1.13-1.18 dB over
+# bicubic, the ClassSR models' widest branches 0.96-1.25 dB; every ClassSR model's own
+# routing keeps 98.5-100% of its widest branch's gain. The bars leave a margin.
+MIN_GAIN_DB = 1.0
+MIN_WIDEST_GAIN_DB = 0.85
+MIN_KEPT = 0.9
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_shipped_model_loads_and_beats_bicubic(name, photo):
     _, meta = read_checkpoint(shipped_models()[name])
@@ -53,9 +73,27 @@ def test_shipped_model_loads_and_beats_bicubic(name, photo):
     model = load_model(name, device="cpu")
     task = lookup("tasks", "sr").factory(scale=model.scale)
     x = torch.from_numpy(lr).permute(2, 0, 1)[None]
+    base = task.score(bicubic, hr)["psnr"]
+    widest = _widest_gain(model, task, x, hr, base) if len(model.branches) > 1 else None
     for mode in ("patches", "regions"):
         out = model.infer(x, mode=mode).output[0].clamp(0, 1).permute(1, 2, 0).numpy()
-        assert task.score(out, hr)["psnr"] > task.score(bicubic, hr)["psnr"] + 0.1, mode
+        gain = task.score(out, hr)["psnr"] - base
+        if widest is None:
+            assert gain >= MIN_GAIN_DB, (mode, gain)
+        else:
+            assert widest >= MIN_WIDEST_GAIN_DB, widest
+            assert gain >= MIN_KEPT * widest, (mode, gain, widest)
+
+
+# Share of the widest branch's gain over bicubic kept at 60% of its FLOPs, measured on this
+# photo (2026-12, CPU); the bar is 80% of it. classsr-fsrcnn-x4's middle branches are weak
+# (docs/routing.md): forced to 60% it keeps 13%.
+KEPT_AT_60 = {
+    "classsr-fsrcnn-x4": 0.131,
+    "classsr-fsrcnn-x4-fast": 0.760,
+    "classsr-fsrcnn-x4-shared": 0.365,
+    "classsr-srresnet-x4": 0.785,
+}
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if n.startswith("classsr-")])
@@ -68,4 +106,7 @@ def test_shipped_classsr_models_route_by_edges_too(name, photo):
     res = model.infer(x, router="edge", budget=0.6)
     assert abs(res.flops_fraction - 0.6) < 0.05
     out = res.output[0].clamp(0, 1).permute(1, 2, 0).numpy()
-    assert task.score(out, hr)["psnr"] > task.score(bicubic, hr)["psnr"] + 0.1
+    base = task.score(bicubic, hr)["psnr"]
+    gain = task.score(out, hr)["psnr"] - base
+    widest = _widest_gain(model, task, x, hr, base)
+    assert gain >= 0.8 * KEPT_AT_60[name] * widest, (gain, widest)
