@@ -59,6 +59,12 @@ TABLES: dict[str, tuple[str, str]] = {
         "--photos data/photos/natural/whole --tolerances default 0.05 0.1 0.2 0.5 "
         "--threads 1 --reps 3",
     ),
+    "model-zoo-results": (
+        "docs/model-zoo.md",
+        f"{PY} benchmarks/model_zoo.py --pair classsr-fsrcnn-x4 fsrcnn-x4 --pair "
+        "classsr-fsrcnn-x4-shared fsrcnn-x4 --pair classsr-fsrcnn-x4-fast fsrcnn-x4 "
+        "--budget 0.8 0.9 --threads 1",
+    ),
     "default-model": (
         "docs/model-zoo.md",
         "sh -c 'for m in classsr-fsrcnn-x4-fast classsr-fsrcnn-x4-shared classsr-fsrcnn-x4; do "
