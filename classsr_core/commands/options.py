@@ -101,6 +101,18 @@ def quality_arg(text: str) -> int:
     return value
 
 
+def outscale_arg(text: str) -> float:
+    """``--outscale``: a factor above 0 (and at most 16: an output 256 times the input's
+    pixels is a typo more often than a wish)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 16:
+        raise argparse.ArgumentTypeError(f"{text!r}: give an output scale above 0, e.g. 2 or 3.5")
+    return value
+
+
 def non_negative_int_arg(text: str) -> int:
     """A size that may be 0 (``--halo``)."""
     try:

@@ -22,6 +22,7 @@ from classsr_core.commands.options import (
     add_trust_code,
     budget_arg,
     non_negative_int_arg,
+    outscale_arg,
     pixels_arg,
     positive_int_arg,
     quality_arg,
@@ -97,6 +98,13 @@ def _add_common(p):
         type=quality_arg,
         default=None,
         help="jpg / webp quality, 1..100 (default 95)",
+    )
+    p.add_argument(
+        "--outscale",
+        type=outscale_arg,
+        default=None,
+        help="the output's scale, any factor (e.g. 2 or 3.5 with a x4 model): the model's "
+        "output resized (Lanczos up, area down), as Real-ESRGAN's -s; default the model's",
     )
     p.add_argument(
         "--tolerance",
@@ -215,7 +223,10 @@ def _output_path(src: Path, out: Path, single: bool, scale: int, args=None, sub=
     if single and out.suffix.lower() in IMAGE_SUFFIXES:
         return out
     suffix = getattr(args, "suffix", None)
-    tag = suffix if suffix is not None else (f"_x{scale}" if scale > 1 else "_restored")
+    outscale = getattr(args, "outscale", None)
+    if outscale is not None:
+        scale = outscale
+    tag = suffix if suffix is not None else (f"_x{scale:g}" if scale != 1 else "_restored")
     ext = FORMATS[getattr(args, "format", None) or "png"]
     return out / sub / f"{src.stem}{tag}{ext}"
 
@@ -396,6 +407,12 @@ def _check(args, job):
         except Exception:  # unreadable: the main loop reports it
             pixels = 0
         stream = bool(args.stream or (args.stream_above and pixels > args.stream_above))
+        if stream and args.outscale is not None:
+            raise InputError(
+                f"{src}: --outscale resizes the whole output in memory; it is not available "
+                "for streamed images (--stream, --stream-above): resize the streamed output "
+                "afterwards, or raise --stream-above"
+            )
         if stream:
             check_streamable(outs[0])
             if args.class_map:
@@ -816,6 +833,10 @@ def _one(args, model, knobs, it: _Item, task: str, scale: int) -> dict[str, Any]
     )
     sr = result.output[0].permute(1, 2, 0).cpu().numpy()
     alpha = resize_alpha(img.alpha, model.scale) if img.alpha is not None else None
+    if args.outscale is not None:
+        size = (round(img.rgb.shape[0] * args.outscale), round(img.rgb.shape[1] * args.outscale))
+        sr = resize_to(sr, size)
+        alpha = resize_to(alpha, size) if alpha is not None else None
     write_image(it.outs[0], Image(sr, alpha, img.grey, img.max_value), quality=args.quality)
     if args.class_map:
         cm = result_overlay(sr, result, model.num_classes)
@@ -831,6 +852,21 @@ def _one(args, model, knobs, it: _Item, task: str, scale: int) -> dict[str, Any]
         "router": result.router,
         "mode": result.mode,
     }
+
+
+def resize_to(image, size: tuple[int, int]):
+    """``image`` (float HWC or HW in [0, 1]) resized to ``size`` (height, width): Lanczos when
+    it grows, area when it shrinks (no aliasing), clipped to [0, 1]."""
+    import cv2
+    import numpy as np
+
+    h, w = image.shape[:2]
+    if (h, w) == tuple(size):
+        return image
+    grows = size[0] * size[1] > h * w
+    interp = cv2.INTER_LANCZOS4 if grows else cv2.INTER_AREA
+    out = cv2.resize(np.ascontiguousarray(image), (size[1], size[0]), interpolation=interp)
+    return np.clip(out, 0.0, 1.0).astype(image.dtype, copy=False)
 
 
 def _one_streamed(args, model, knobs, it: _Item) -> dict[str, Any]:
