@@ -9,6 +9,13 @@ from pathlib import Path
 
 
 def install_into(src: Path, target: Path) -> None:
+    # Build from a copy beside the target: pip builds in the source tree (build/), and the
+    # clone must stay clean.
+    import shutil
+
+    copy = Path(target).parent / f"src-{Path(src).name}"
+    shutil.copytree(src, copy, dirs_exist_ok=True)
+    src = copy
     subprocess.run(
         [
             sys.executable,
