@@ -20,22 +20,43 @@ from pathlib import Path
 from typing import Any
 
 
+def _one_process() -> Any:
+    from classsr_core.training.distributed import DistContext
+
+    return DistContext()
+
+
 @dataclass
 class Job:
-    rank: int = 0
-    world: int = 1
-    device: Any = None  # torch.device under torchrun; None: the command's --device
-    _ctx: Any = None
+    """This rank's part of a job: the process group's
+    :class:`~classsr_core.training.distributed.DistContext` (``rank``, ``world``, the
+    device, ``distributed``, ``is_main``: read through to it) and the gloo group the small
+    messages travel on. ``Job()``: a one-process job."""
+
+    ctx: Any = field(default_factory=_one_process)  # a DistContext
     _group: Any = None
     _sent: list = field(default_factory=list)
 
     @property
+    def rank(self) -> int:
+        return self.ctx.rank
+
+    @property
+    def world(self) -> int:
+        return self.ctx.world
+
+    @property
+    def device(self) -> Any:
+        """The rank's ``torch.device`` under torchrun; ``None``: the command's ``--device``."""
+        return self.ctx.device if self.ctx.distributed else None
+
+    @property
     def distributed(self) -> bool:
-        return self.world > 1
+        return self.ctx.distributed
 
     @property
     def is_main(self) -> bool:
-        return self.rank == 0
+        return self.ctx.is_main
 
     def all_gather(self, obj: Any) -> list[Any]:
         """``obj`` of every rank, in rank order, on every rank (a barrier too)."""
@@ -70,9 +91,7 @@ class Job:
         for req in self._sent:
             req.wait()
         self._sent.clear()
-        if self._ctx is not None:
-            self._ctx.close()
-            self._ctx = None
+        self.ctx.close()  # idempotent: restores the threads, leaves the group once
 
 
 def start(requested_device: str | None) -> Job:
@@ -104,7 +123,7 @@ def start(requested_device: str | None) -> Job:
         )
     ctx = setup(str(device.type))
     group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
-    return Job(ctx.rank, ctx.world, ctx.device, ctx, group)
+    return Job(ctx, group)
 
 
 def run(requested_device: str | None, body: Callable[[Job], int]) -> int:

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 _NAMES = {
     "InferResult": "classsr_core.engine.result",
-    "PatchGrid": "classsr_core.engine.grid",
-    "patch_grid": "classsr_core.engine.grid",
+    "PatchGrid": "classsr_core.base.grid",
+    "patch_grid": "classsr_core.base.grid",
     "infer": "classsr_core.engine.pipeline",
     "check_router": "classsr_core.engine.pipeline",
     "default_batch_size": "classsr_core.engine.pipeline",
@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from classsr_core.engine.grid import PatchGrid, patch_grid
+    from classsr_core.base.grid import PatchGrid, patch_grid
     from classsr_core.engine.pipeline import check_router, default_batch_size, infer
     from classsr_core.engine.result import InferResult
 

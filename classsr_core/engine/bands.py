@@ -54,16 +54,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from classsr_core.engine.grid import PatchGrid, patch_grid
+from classsr_core.base.grid import PatchGrid, patch_grid
+from classsr_core.base.run import Run
 from classsr_core.engine.pipeline import (
     RoutePlan,
+    check_budget,
     get_executor,
     get_router,
     infer,
     plan_routes,
     warn_unmet_budget,
+    widest_flops,
 )
-from classsr_core.engine.run import Run
 from classsr_core.errors import InputError
 from classsr_core.execution.regions import cell_bounds, halos_for
 from classsr_core.io.images import Image, resize_alpha
@@ -188,8 +190,7 @@ def _rows_per_band(model, grid: PatchGrid, width: int, opts: BandOptions) -> int
 def route(model, source: LRSource, opts: BandOptions, device=None) -> tuple[RoutePlan, np.ndarray]:
     """The routing of the whole image, computed band by band: its plan and the classes
     ``(rows, cols)`` ``infer`` would choose on the whole image with ``opts``."""
-    if opts.budget is not None and model.classifier is None:
-        raise InputError("budget= needs a model with at least two branches to choose from")
+    check_budget(model, opts.budget)
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     height, width = source.height, source.width
     grid = whole_grid(model, height, width, opts)
@@ -227,11 +228,8 @@ def route(model, source: LRSource, opts: BandOptions, device=None) -> tuple[Rout
     with torch.inference_mode():
         executor.prepare(run)
     fraction_of = executor.fraction_of(run)
-    if fraction_of is not None:
-        widest = max(costs.per_pixel) * height * width
-    else:
-        widest = len(grid) * costs.widest
-    plan = RoutePlan(scores, costs, fraction_of, len(grid), float(widest))
+    widest = widest_flops(costs, len(grid), height, width, fraction_of)
+    plan = RoutePlan(scores, costs, fraction_of, len(grid), widest)
     if opts.budget is not None:
         warn_unmet_budget(opts.budget, len(grid), costs, fraction_of)
     classes = choose(

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from classsr_core.analysis.flops import count_flops
+from classsr_core.base.costs import PatchCosts
+from classsr_core.base.grid import check_classes, pad_to, patch_grid
+from classsr_core.base.run import Run
 from classsr_core.engine.convert import from_tensor, model_device, model_dtype, to_tensor
-from classsr_core.engine.costs import PatchCosts
-from classsr_core.engine.grid import check_classes, pad_to, patch_grid
 from classsr_core.engine.result import InferResult
-from classsr_core.engine.run import Run
 from classsr_core.errors import BudgetWarning, DeviceWarning, InputError, PluginError
 from classsr_core.execution.base import Executor
 from classsr_core.model.defaults import default_mode
@@ -266,11 +266,19 @@ def plan_routes(
         executor.prepare(run)
         fraction_of = executor.fraction_of(run)
     run.lr = run._view = None  # keep the geometry, not the image
+    widest = widest_flops(costs, len(grid), run.height, run.width, fraction_of)
+    return RoutePlan(scores, costs, fraction_of, len(grid), widest)
+
+
+def widest_flops(
+    costs: PatchCosts, num_patches: int, height: int, width: int, fraction_of
+) -> float:
+    """The widest branch's multiply-adds on an image, a FLOPs fraction's denominator: on the
+    whole ``height x width`` LR image when the executor counts its real cost
+    (``fraction_of``), else on each of the ``num_patches`` patches."""
     if fraction_of is not None:
-        widest = max(costs.per_pixel) * run.height * run.width
-    else:
-        widest = len(grid) * costs.widest
-    return RoutePlan(scores, costs, fraction_of, len(grid), float(widest))
+        return float(max(costs.per_pixel) * height * width)
+    return float(num_patches * costs.widest)
 
 
 def get_router(model, name: str | None) -> Router:
@@ -348,9 +356,14 @@ def _open_run(model, x, kind, dev, grid, costs, sizes, options) -> Run:
     return Run(model, lr, height, width, grid, costs, sizes, dev, kind == "numpy", options)
 
 
-def _check_options(model, mode, router, options, budget, amp, batch_size):
+def check_budget(model, budget) -> None:
+    """A budget needs branches to choose between: refuse it on a one-branch model."""
     if budget is not None and model.classifier is None:
         raise InputError("budget= needs a model with at least two branches to choose from")
+
+
+def _check_options(model, mode, router, options, budget, amp, batch_size):
+    check_budget(model, budget)
     if amp is not None and amp not in AMP:
         raise InputError(f"amp must be None, 'fp16' or 'bf16', got {amp!r}")
     executor = get_executor(default_mode(model, mode))

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from classsr_core.engine.grid import PatchGrid
+from classsr_core.base.grid import PatchGrid
 
 
 @dataclass

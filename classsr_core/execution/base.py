@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from classsr_core.engine.run import Run
+from classsr_core.base.run import Run
 
 
 class Executor:

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from classsr_core.engine.run import Run
+from classsr_core.base.run import Run
 from classsr_core.errors import InputError
 from classsr_core.execution.base import Executor
+from classsr_core.plugins.hookspecs import hookimpl
 
 BLENDS = ("mean", "window")
 
@@ -131,3 +132,13 @@ def _run_patches(run: Run, routed_cpu: torch.Tensor, blend: str) -> torch.Tensor
     _divide(canvas, _coverage(grid.xs, grid.width, scale, win), dim=2)
     timings["stitch"] += now() - t0
     return canvas
+
+
+@hookimpl
+def classsr_register_executors(register):
+    """Gathered by the ``builtin_executors`` entry point (classsr_plugins.executors.builtin)."""
+    register(
+        "patches",
+        PatchesExecutor,
+        description="every patch on its own, overlaps averaged (the paper)",
+    )

@@ -27,9 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from classsr_core.engine.run import Run, as_input, weights_dtype
+from classsr_core.base.run import Run, as_input, weights_dtype
 from classsr_core.errors import InputError
 from classsr_core.execution.base import Executor
+from classsr_core.plugins.hookspecs import hookimpl
 
 # A halo beyond this many LR pixels buys little: outputs deep inside a network's receptive
 # field barely depend on its rim, and the halo's cost grows with its width.
@@ -311,3 +312,14 @@ def _run_regions(run: Run, batches) -> tuple[Any, int]:
     for i in range(len(model.branches)):
         timings.setdefault(f"branch_{i}", 0.0)
     return canvas, tiles
+
+
+@hookimpl
+def classsr_register_executors(register):
+    """Gathered by the ``builtin_executors`` entry point (classsr_plugins.executors.builtin)."""
+    register(
+        "regions",
+        RegionsExecutor,
+        description="same-class patches merged into tiles with a halo; every pixel written "
+        "once (faster, no seams)",
+    )

@@ -224,7 +224,7 @@ def calibration_pairs(model, task, photos: list[np.ndarray], *, hr: bool = True)
 
 
 def _checkerboard(lr: torch.Tensor, p: int, branch: int):
-    from classsr_core.engine.grid import patch_grid
+    from classsr_core.base.grid import patch_grid
 
     h, w = lr.shape[-2:]
     grid = patch_grid(h, w, p, p)

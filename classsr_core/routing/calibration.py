@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from classsr_core.analysis.flops import count_flops
-from classsr_core.engine.grid import patch_grid
+from classsr_core.base.grid import patch_grid
 from classsr_core.errors import InputError
 from classsr_core.routing.edge import (
     ALLOCATIONS,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from classsr_core.analysis.flops import count_flops
-from classsr_core.engine.run import Run
+from classsr_core.base.run import Run
+from classsr_core.plugins.hookspecs import hookimpl
 from classsr_core.routing.base import Router, Scores
 from classsr_core.routing.budget import shortfall_utility
 
@@ -43,3 +44,13 @@ class ClassifierRouter(Router):
             lambda: shortfall_utility(probs.float().cpu().numpy()),
             probs=probs,
         )
+
+
+@hookimpl
+def classsr_register_routers(register):
+    """Registered by the ``builtin_routers`` entry point (``classsr_plugins.routers.builtin``)."""
+    register(
+        "classifier",
+        ClassifierRouter,
+        description="the model's Class-Module (the paper); argmax, or a budget",
+    )

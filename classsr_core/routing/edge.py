@@ -33,8 +33,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from classsr_core.engine.run import Run
+from classsr_core.base.run import Run
 from classsr_core.errors import CheckpointError, InputError
+from classsr_core.plugins.hookspecs import hookimpl
 from classsr_core.routing.base import Router, Scores
 
 EDGE_MACS_PER_PIXEL = 8  # luma: 3 multiply-adds; 4-neighbour Laplacian: 5
@@ -372,4 +373,15 @@ def table_scores(table: EdgeTable, expected: np.ndarray, costs: np.ndarray) -> S
         whole=None
         if table.allocation == "price"
         else lambda utility: table_scores(table, -np.asarray(utility), costs),
+    )
+
+
+@hookimpl
+def classsr_register_routers(register):
+    """Registered by the ``builtin_routers`` entry point (``classsr_plugins.routers.builtin``)."""
+    register(
+        "edge",
+        EdgeRouter,
+        description="a calibrated table from each patch's edge score to every branch's "
+        "expected error (after ARM); no classifier runs",
     )

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from classsr_core.engine.pipeline import RoutePlan
 from classsr_core.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover  (the engine sits above routing: annotations only)
+    from classsr_core.engine.pipeline import RoutePlan
 
 
 def folder_price(plans: Sequence[RoutePlan], budget: float, steps: int = 60) -> float:

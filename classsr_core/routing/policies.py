@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from classsr_core.engine.costs import PatchCosts
+from classsr_core.base.costs import PatchCosts
 from classsr_core.errors import InputError
 from classsr_core.routing.base import Scores
 from classsr_core.routing.budget import assign_budget, assign_utility

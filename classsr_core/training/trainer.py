@@ -35,7 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from classsr_core.engine import patch_grid
+from classsr_core.base.grid import patch_grid
 from classsr_core.errors import CheckpointError, ClassSRError, ConfigError
 from classsr_core.io.atomic import atomic_path
 from classsr_core.io.checkpoint import (

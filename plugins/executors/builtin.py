@@ -1,4 +1,7 @@
-"""The built-in execution modes, registered like any third-party executor."""
+"""The built-in execution modes' entry point (``builtin_executors``), registered like any
+third-party executor. Each executor registers next to its code
+(``classsr_core.execution.patches``, ``classsr_core.execution.regions``); this module only
+gathers them under one plugin name."""
 
 from __future__ import annotations
 
@@ -7,17 +10,8 @@ from classsr_core import hookimpl
 
 @hookimpl
 def classsr_register_executors(register):
-    from classsr_core.execution.patches import PatchesExecutor
-    from classsr_core.execution.regions import RegionsExecutor
+    # Imported here, not at the top: loading the plugin list stays cheap.
+    from classsr_core.execution import patches, regions
 
-    register(
-        "patches",
-        PatchesExecutor,
-        description="every patch on its own, overlaps averaged (the paper)",
-    )
-    register(
-        "regions",
-        RegionsExecutor,
-        description="same-class patches merged into tiles with a halo; every pixel written "
-        "once (faster, no seams)",
-    )
+    patches.classsr_register_executors(register)
+    regions.classsr_register_executors(register)

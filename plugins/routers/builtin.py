@@ -1,4 +1,6 @@
-"""The built-in routers, registered like any third-party router."""
+"""The built-in routers' entry point (``builtin_routers``), registered like any third-party
+router. Each router registers next to its code (``classsr_core.routing.classifier``,
+``classsr_core.routing.edge``); this module only gathers them under one plugin name."""
 
 from __future__ import annotations
 
@@ -7,17 +9,8 @@ from classsr_core import hookimpl
 
 @hookimpl
 def classsr_register_routers(register):
-    from classsr_core.routing.classifier import ClassifierRouter
-    from classsr_core.routing.edge import EdgeRouter
+    # Imported here, not at the top: loading the plugin list stays cheap.
+    from classsr_core.routing import classifier, edge
 
-    register(
-        "classifier",
-        ClassifierRouter,
-        description="the model's Class-Module (the paper); argmax, or a budget",
-    )
-    register(
-        "edge",
-        EdgeRouter,
-        description="a calibrated table from each patch's edge score to every branch's "
-        "expected error (after ARM); no classifier runs",
-    )
+    classifier.classsr_register_routers(register)
+    edge.classsr_register_routers(register)

@@ -32,9 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from classsr_core import hookimpl
-from classsr_core.engine.run import Run
-from classsr_core.routing.base import Router, Scores
+from classsr_core.api import Router, Run, Scores, hookimpl
 
 __version__ = "0.1.0"
 

@@ -17,9 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field
 
-from classsr_core import hookimpl
-from classsr_core.config import StrictModel, validate
-from classsr_core.tasks import Task
+from classsr_core.api import StrictModel, Task, hookimpl, validate
 
 __version__ = "0.1.0"
 

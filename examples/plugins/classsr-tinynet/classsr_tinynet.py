@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from classsr_core import hookimpl
+from classsr_core.api import hookimpl
 
 __version__ = "0.1.0"
 
