@@ -13,17 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${1:-${PYTHON:-.venv/bin/python}}"
 
-mkdir -p data/debs
-if [ ! -d data/x-gnome-backgrounds/usr ]; then
-  if ! ls data/debs/gnome-backgrounds_*.deb >/dev/null 2>&1; then
-    (cd data/debs && apt-get download gnome-backgrounds) || {
-      echo "fetch_calib_photos: 'apt-get download gnome-backgrounds' failed; run" \
-           "'apt-get update' or copy the .deb into data/debs/ by hand" >&2
-      exit 1
-    }
-  fi
-  dpkg -x data/debs/gnome-backgrounds_*.deb data/x-gnome-backgrounds
-fi
+. scripts/debs.sh
+fetch_deb gnome-backgrounds
 
 "$PY" - <<'PYEOF'
 import sys

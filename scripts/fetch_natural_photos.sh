@@ -21,18 +21,8 @@ PY="${1:-${PYTHON:-.venv/bin/python}}"
 
 scripts/fetch_photos.sh "$PY" >/dev/null   # unpacks mate-backgrounds into data/mate
 
-mkdir -p data/debs
-PKG=lomiri-wallpapers-16.04
-if [ ! -d "data/x-$PKG/usr" ]; then
-  if ! ls "data/debs/${PKG}"_*.deb >/dev/null 2>&1; then
-    (cd data/debs && apt-get download "$PKG") || {
-      echo "fetch_natural_photos: 'apt-get download $PKG' failed; run 'apt-get update'" \
-           "or copy the .deb into data/debs/ by hand" >&2
-      exit 1
-    }
-  fi
-  dpkg -x "data/debs/${PKG}"_*.deb "data/x-$PKG"
-fi
+. scripts/debs.sh
+fetch_deb lomiri-wallpapers-16.04
 
 "$PY" - <<'PYEOF'
 import sys

@@ -18,19 +18,7 @@ PY="${1:-${PYTHON:-.venv/bin/python}}"
 
 scripts/fetch_photos.sh "$PY" >/dev/null   # data/photos/val (the 2 mate validation photos)
 
-mkdir -p data/debs
-fetch_deb() {  # fetch_deb PACKAGE: unpack data/debs/PACKAGE_*.deb into data/x-PACKAGE
-  local pkg="$1"
-  if [ -d "data/x-$pkg/usr" ]; then return 0; fi
-  if ! ls "data/debs/${pkg}"_*.deb >/dev/null 2>&1; then
-    (cd data/debs && apt-get download "$pkg") || {
-      echo "fetch_val_photos: 'apt-get download $pkg' failed; run 'apt-get update'" \
-           "or copy the .deb into data/debs/ by hand" >&2
-      exit 1
-    }
-  fi
-  dpkg -x "data/debs/${pkg}"_*.deb "data/x-$pkg"
-}
+. scripts/debs.sh
 fetch_deb lomiri-wallpapers-20.04
 fetch_deb ukui-wallpapers
 fetch_deb gnome-backgrounds

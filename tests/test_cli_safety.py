@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import photo, save, snapshot, tiny_model, up
 from PIL import Image as PILImage
 from PIL import ImageOps
 
@@ -24,11 +25,7 @@ from classsr_core.model.wrapper import ClassWrapper
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    model = ClassWrapper("fsrcnn", widths=[8, 24, 64], scale=2, patch_size=16, stride=12)
-    path = tmp_path_factory.mktemp("m") / "tiny.safetensors"
-    model.save(path)
-    return str(path)
+    return tiny_model(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -40,101 +37,56 @@ def denoiser_path(tmp_path_factory) -> str:
     return str(path)
 
 
-def _photo(seed: int = 0, size: int = 32) -> np.ndarray:
-    from skimage import data
-
-    rgb = data.astronaut()[:: 512 // size, :: 512 // size]
-    return np.roll(rgb, seed * 5, axis=1)
-
-
-def _save(path: Path, seed: int = 0) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    PILImage.fromarray(_photo(seed)).save(path)
-    return path
-
-
-@pytest.fixture()
-def photos(tmp_path) -> Path:
-    folder = tmp_path / "in"
-    _save(folder / "a.png", 0)
-    _save(folder / "b.png", 1)
-    return folder
-
-
-def _snapshot(*roots: Path) -> dict[Path, bytes]:
-    """Every file under ``roots`` with its bytes: the inputs must be left byte for byte."""
-    files = {}
-    for root in roots:
-        for p in [root] if root.is_file() else sorted(root.rglob("*")):
-            if p.is_file():
-                files[p] = p.read_bytes()
-    return files
-
-
-@pytest.fixture()
-def no_load(monkeypatch):
-    """Fail the test if a model is loaded: refusals must come before any work."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the model was loaded before the refusal")
-
-    monkeypatch.setattr(checkpoint, "load_model", refuse)
-
-
-def _up(model: str, *argv: str) -> list[str]:
-    return ["upscale", *argv, "--model", model, "--no-progress"]
-
-
 # -- 2. an output is never one of the inputs or another output --------------------------
 
 
 def test_class_map_naming_an_input_file_is_refused(model_path, photos, tmp_path, capsys, no_load):
-    before = _snapshot(photos)
+    before = snapshot(photos)
     src = str(photos / "a.png")
-    argv = _up(model_path, src, "-o", str(tmp_path / "o.png"), "--class-map", src)
+    argv = up(model_path, src, "-o", str(tmp_path / "o.png"), "--class-map", src)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "is the input" in err and "a.png" in err
-    assert _snapshot(photos) == before
+    assert snapshot(photos) == before
     assert not (tmp_path / "o.png").exists()
 
 
 def test_class_map_folder_equal_to_the_input_folder_is_refused(
     model_path, photos, tmp_path, capsys, no_load
 ):
-    before = _snapshot(photos)
-    argv = _up(model_path, str(photos), "-o", str(tmp_path / "out"), "--class-map", str(photos))
+    before = snapshot(photos)
+    argv = up(model_path, str(photos), "-o", str(tmp_path / "out"), "--class-map", str(photos))
     assert main(argv) == 2
     assert "input folder" in capsys.readouterr().err
-    assert _snapshot(photos) == before  # no overlay joined (or replaced) the inputs
+    assert snapshot(photos) == before  # no overlay joined (or replaced) the inputs
 
 
 def test_output_folder_equal_to_the_input_folder_is_refused(model_path, photos, capsys, no_load):
-    before = _snapshot(photos)
-    assert main(_up(model_path, str(photos), "-o", str(photos))) == 2
+    before = snapshot(photos)
+    assert main(up(model_path, str(photos), "-o", str(photos))) == 2
     assert "input folder" in capsys.readouterr().err
-    assert _snapshot(photos) == before
+    assert snapshot(photos) == before
 
 
 def test_output_equal_to_class_map_is_refused(model_path, photos, tmp_path, capsys, no_load):
-    before = _snapshot(photos)
+    before = snapshot(photos)
     dst = str(tmp_path / "same.png")
-    argv = _up(model_path, str(photos / "a.png"), "-o", dst, "--class-map", dst)
+    argv = up(model_path, str(photos / "a.png"), "-o", dst, "--class-map", dst)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "the output of" in err and "the class map of" in err
     assert not Path(dst).exists()
-    assert _snapshot(photos) == before
+    assert snapshot(photos) == before
 
 
 def test_output_given_through_another_spelling_is_still_the_input(
     model_path, photos, capsys, monkeypatch, no_load
 ):
     monkeypatch.chdir(photos)
-    before = _snapshot(photos)
-    assert main(_up(model_path, "a.png", "-o", str(photos / "." / "a.png"))) == 2
+    before = snapshot(photos)
+    assert main(up(model_path, "a.png", "-o", str(photos / "." / "a.png"))) == 2
     assert "refusing to overwrite an input" in capsys.readouterr().err
-    assert _snapshot(photos) == before
+    assert snapshot(photos) == before
 
 
 def test_convert_official_refuses_to_overwrite_its_input(tmp_path, capsys):
@@ -151,31 +103,31 @@ def test_calibrate_refuses_an_output_that_is_an_input(
 ):
     model = tmp_path / "m.safetensors"
     model.write_bytes(Path(model_path).read_bytes())
-    before = _snapshot(photos, model)
+    before = snapshot(photos, model)
     out = photos / "a.png" if target == "photo" else model
     argv = ["calibrate", str(photos), "--model", str(model), "-o", str(out)]
     assert main(argv) == 2
     assert "is the input" in capsys.readouterr().err
-    assert _snapshot(photos, model) == before
+    assert snapshot(photos, model) == before
 
 
 def test_sweep_refuses_to_write_its_plot_among_the_photos(model_path, photos, capsys, no_load):
-    before = _snapshot(photos)
+    before = snapshot(photos)
     assert main(["sweep", str(photos), "--model", model_path, "-o", str(photos / "a")]) == 2
     assert "is the input" in capsys.readouterr().err
-    assert _snapshot(photos) == before
+    assert snapshot(photos) == before
 
 
 # -- 3. two inputs may not share an output ---------------------------------------------
 
 
 def test_inputs_with_the_same_stem_are_refused(model_path, tmp_path, capsys, no_load):
-    a1 = _save(tmp_path / "d1" / "a.png", 0)
-    a2 = _save(tmp_path / "d2" / "a.png", 1)
+    a1 = save(tmp_path / "d1" / "a.png", 0)
+    a2 = save(tmp_path / "d2" / "a.png", 1)
     a3 = tmp_path / "d1" / "a.jpg"
-    PILImage.fromarray(_photo(2)).save(a3)
+    PILImage.fromarray(photo(2)).save(a3)
     out = tmp_path / "out"
-    assert main(_up(model_path, str(a1), str(a2), str(a3), "-o", str(out))) == 2
+    assert main(up(model_path, str(a1), str(a2), str(a3), "-o", str(out))) == 2
     err = capsys.readouterr().err
     assert all(str(p) in err for p in (a1, a2, a3))
     assert "rename them, or run them separately" in err
@@ -183,7 +135,7 @@ def test_inputs_with_the_same_stem_are_refused(model_path, tmp_path, capsys, no_
 
 
 def test_the_same_file_given_twice_is_one_job(model_path, photos, tmp_path, capsys):
-    argv = _up(model_path, str(photos), str(photos / "a.png"), "-o", str(tmp_path / "o"))
+    argv = up(model_path, str(photos), str(photos / "a.png"), "-o", str(tmp_path / "o"))
     assert main([*argv, "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 2
 
@@ -193,14 +145,14 @@ def test_the_same_file_given_twice_is_one_job(model_path, photos, tmp_path, caps
 
 def test_existing_outputs_are_refused_skipped_or_replaced(model_path, photos, tmp_path, capsys):
     out = tmp_path / "out"
-    argv = _up(model_path, str(photos), "-o", str(out))
+    argv = up(model_path, str(photos), "-o", str(out))
     assert main(argv) == 0
     capsys.readouterr()
     first = {p.name: (p.read_bytes(), p.stat().st_ino) for p in out.iterdir()}
     assert sorted(first) == ["a_x2.png", "b_x2.png"]
 
     # Default: refused before any work, naming the files and both flags.
-    _save(photos / "c.png", 2)
+    save(photos / "c.png", 2)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "a_x2.png" in err and "--overwrite" in err and "--skip-existing" in err
@@ -221,7 +173,7 @@ def test_existing_outputs_are_refused_skipped_or_replaced(model_path, photos, tm
 
 
 def test_overwrite_and_skip_existing_exclude_each_other(model_path, photos, tmp_path, capsys):
-    argv = _up(model_path, str(photos), "-o", str(tmp_path), "--overwrite", "--skip-existing")
+    argv = up(model_path, str(photos), "-o", str(tmp_path), "--overwrite", "--skip-existing")
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
@@ -238,7 +190,7 @@ def test_an_interrupted_write_leaves_the_old_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "write_bytes", half_then_fail)
     with pytest.raises(OSError):
-        write_image(dst, _photo())
+        write_image(dst, photo())
     monkeypatch.undo()
     assert dst.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]  # no temporary file left
@@ -279,7 +231,7 @@ def test_bad_files_are_reported_and_the_rest_processed(
     )
 
     out = tmp_path / "out"
-    code = main(_up(model_path, str(photos), "-o", str(out)))
+    code = main(up(model_path, str(photos), "-o", str(out)))
     captured = capsys.readouterr()
     assert code == 1
     assert sorted(p.name for p in out.iterdir()) == ["a_x2.png", "b_x2.png"]
@@ -291,7 +243,7 @@ def test_bad_files_are_reported_and_the_rest_processed(
 
 
 def test_max_pixels_flag(model_path, photos, tmp_path, capsys):
-    code = main(_up(model_path, str(photos / "a.png"), "-o", str(tmp_path), "--max-pixels", "1000"))
+    code = main(up(model_path, str(photos / "a.png"), "-o", str(tmp_path), "--max-pixels", "1000"))
     assert code == 1
     assert "32x32 = 1,024 pixels, over the limit of 1,000" in capsys.readouterr().err
     assert read_image(photos / "a.png", max_pixels=1024).rgb.shape == (32, 32, 3)
@@ -348,7 +300,7 @@ def test_orientation_keeps_alpha_and_16_bit(tmp_path):
 def test_upscale_writes_the_displayed_orientation(model_path, tmp_path, capsys):
     path = _with_orientation(tmp_path / "phone.jpg", _stored_with_marker(), 6)
     out = tmp_path / "out.png"
-    assert main(_up(model_path, str(path), "-o", str(out))) == 0
+    assert main(up(model_path, str(path), "-o", str(out))) == 0
     assert PILImage.open(out).size == (96, 128)
 
 
@@ -366,24 +318,20 @@ def _parse_error(argv: list[str], capsys) -> str:
 
 def test_unknown_device_is_one_clear_error(model_path, photos, tmp_path, capsys, no_load):
     err = _parse_error(
-        _up(model_path, str(photos), "-o", str(tmp_path), "--device", "banana"), capsys
+        up(model_path, str(photos), "-o", str(tmp_path), "--device", "banana"), capsys
     )
     assert "--device" in err and "cpu, cuda, cuda:N, mps" in err
 
 
 def test_missing_gpu_is_one_clear_error(model_path, photos, tmp_path, capsys, monkeypatch, no_load):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    err = _parse_error(
-        _up(model_path, str(photos), "-o", str(tmp_path), "--device", "cuda"), capsys
-    )
+    err = _parse_error(up(model_path, str(photos), "-o", str(tmp_path), "--device", "cuda"), capsys)
     assert "--device" in err and "no CUDA GPU" in err and "available: cpu" in err
 
 
 @pytest.mark.parametrize("budget", ["abc", "-1", "0", "1.5", "nan", "inf"])
 def test_bad_budget_is_refused_up_front(model_path, photos, tmp_path, capsys, no_load, budget):
-    err = _parse_error(
-        _up(model_path, str(photos), "-o", str(tmp_path), "--budget", budget), capsys
-    )
+    err = _parse_error(up(model_path, str(photos), "-o", str(tmp_path), "--budget", budget), capsys)
     assert "--budget" in err and "(0, 1]" in err
     assert err.count("error:") == 1
 
@@ -393,7 +341,7 @@ def test_bad_budget_is_refused_up_front(model_path, photos, tmp_path, capsys, no
 
 def test_upscale_refuses_a_denoiser_and_run_reports_it(denoiser_path, photos, tmp_path, capsys):
     src = str(photos / "a.png")
-    assert main(_up(denoiser_path, src, "-o", str(tmp_path / "x.png"))) == 2
+    assert main(up(denoiser_path, src, "-o", str(tmp_path / "x.png"))) == 2
     err = capsys.readouterr().err
     assert "denoise" in err and "classsr run" in err
     assert not (tmp_path / "x.png").exists()

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import photo, save, snapshot, tiny_model, up
 from PIL import Image as PILImage
 
 from classsr_core.cli import main
 from classsr_core.io import atomic
-from classsr_core.model import loading as checkpoint
 from classsr_core.model.wrapper import ClassWrapper
 from classsr_core.routing.edge import EdgeTable
 
@@ -28,11 +28,7 @@ from classsr_core.routing.edge import EdgeTable
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    model = ClassWrapper("fsrcnn", widths=[8, 24, 64], scale=2, patch_size=16, stride=12)
-    path = tmp_path_factory.mktemp("m") / "tiny.safetensors"
-    model.save(path)
-    return str(path)
+    return tiny_model(tmp_path_factory)
 
 
 def _edge_model(tmp_path_factory, curve, default_router=None) -> str:
@@ -61,50 +57,6 @@ def uncurved_edge_model(tmp_path_factory) -> str:
 def classifier_default_edge_model(tmp_path_factory) -> str:
     """A calibrated edge table, but the classifier as the default router."""
     return _edge_model(tmp_path_factory, ((1e-7, 0.01, 0.02), (1e-6, 0.05, 0.08)), None)
-
-
-def _photo(seed: int = 0, size: int = 32) -> np.ndarray:
-    from skimage import data
-
-    rgb = data.astronaut()[:: 512 // size, :: 512 // size]
-    return np.roll(rgb, seed * 5, axis=1)
-
-
-def _save(path: Path, seed: int = 0, pixels: np.ndarray | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    PILImage.fromarray(_photo(seed) if pixels is None else pixels).save(path)
-    return path
-
-
-@pytest.fixture()
-def photos(tmp_path) -> Path:
-    folder = tmp_path / "in"
-    _save(folder / "a.png", 0)
-    _save(folder / "b.png", 1)
-    return folder
-
-
-def _snapshot(*roots: Path) -> dict[Path, bytes]:
-    files = {}
-    for root in roots:
-        for p in [root] if root.is_file() else sorted(root.rglob("*")):
-            if p.is_file():
-                files[p] = p.read_bytes()
-    return files
-
-
-@pytest.fixture()
-def no_load(monkeypatch):
-    """Fail the test if a model is loaded: refusals must come before any work."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the model was loaded before the refusal")
-
-    monkeypatch.setattr(checkpoint, "load_model", refuse)
-
-
-def _up(model: str, *argv: str) -> list[str]:
-    return ["upscale", *argv, "--model", model, "--no-progress"]
 
 
 def _report(path: Path) -> list[dict]:
@@ -138,14 +90,14 @@ def _deadline(seconds: int):
 def test_report_equal_to_the_output_is_refused(model_path, photos, tmp_path, capsys, no_load):
     out = tmp_path / "r.png"
     src = str(photos / "a.png")
-    assert main(_up(model_path, src, "-o", str(out), "--report", str(out))) == 2
+    assert main(up(model_path, src, "-o", str(out), "--report", str(out))) == 2
     err = capsys.readouterr().err
     _one_error(err)
     assert "the output of" in err and "the report (--report)" in err
     assert not out.exists()
     # --overwrite does not make it safe: an existing r.png is left as it was.
     out.write_bytes(b"earlier result")
-    argv = _up(model_path, src, "-o", str(out), "--report", str(out), "--overwrite")
+    argv = up(model_path, src, "-o", str(out), "--report", str(out), "--overwrite")
     assert main(argv) == 2
     assert "the report (--report)" in capsys.readouterr().err
     assert out.read_bytes() == b"earlier result"
@@ -157,40 +109,40 @@ def test_no_output_replaces_the_model_file_even_with_overwrite(
 ):
     model = tmp_path / "m.safetensors"
     model.write_bytes(Path(model_path).read_bytes())
-    before = _snapshot(photos, model)
+    before = snapshot(photos, model)
     argv = ["-o", str(tmp_path / "x.png"), flag, str(model)]
     if flag == "-o":
         argv = ["-o", str(model)]
-    assert main(_up(str(model), str(photos / "a.png"), *argv, "--overwrite")) == 2
+    assert main(up(str(model), str(photos / "a.png"), *argv, "--overwrite")) == 2
     err = capsys.readouterr().err
     _one_error(err)
     assert str(model) in err
-    assert _snapshot(photos, model) == before
+    assert snapshot(photos, model) == before
 
 
 def test_report_naming_an_input_image_or_the_class_map_is_refused(
     model_path, photos, tmp_path, capsys, no_load
 ):
-    before = _snapshot(photos)
+    before = snapshot(photos)
     src = str(photos / "a.png")
-    argv = _up(model_path, src, "-o", str(tmp_path / "o.png"), "--report", src, "--overwrite")
+    argv = up(model_path, src, "-o", str(tmp_path / "o.png"), "--report", src, "--overwrite")
     assert main(argv) == 2
     assert "is the input" in capsys.readouterr().err
     cm = str(tmp_path / "cm.png")
-    argv = _up(model_path, src, "-o", str(tmp_path / "o.png"), "--class-map", cm, "--report", cm)
+    argv = up(model_path, src, "-o", str(tmp_path / "o.png"), "--class-map", cm, "--report", cm)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "the class map of" in err and "the report (--report)" in err
-    assert _snapshot(photos) == before and not list(tmp_path.glob("*.png"))
+    assert snapshot(photos) == before and not list(tmp_path.glob("*.png"))
 
 
 def test_report_in_the_input_folder_or_a_folder_is_refused(
     model_path, photos, tmp_path, capsys, no_load
 ):
     out = str(tmp_path / "out")
-    assert main(_up(model_path, str(photos), "-o", out, "--report", str(photos / "r.png"))) == 2
+    assert main(up(model_path, str(photos), "-o", out, "--report", str(photos / "r.png"))) == 2
     assert "input folder" in capsys.readouterr().err
-    assert main(_up(model_path, str(photos), "-o", out, "--report", str(tmp_path))) == 2
+    assert main(up(model_path, str(photos), "-o", out, "--report", str(tmp_path))) == 2
     assert "is a folder" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -200,11 +152,11 @@ def test_an_output_hard_linked_to_an_input_is_the_input(
 ):
     link = tmp_path / "link.png"
     os.link(photos / "a.png", link)
-    before = _snapshot(photos)
-    argv = _up(model_path, str(photos / "a.png"), "-o", str(link), "--overwrite")
+    before = snapshot(photos)
+    argv = up(model_path, str(photos / "a.png"), "-o", str(link), "--overwrite")
     assert main(argv) == 2
     assert "is the input" in capsys.readouterr().err
-    assert _snapshot(photos) == before
+    assert snapshot(photos) == before
 
 
 def test_sweep_output_naming_its_model_is_refused(model_path, photos, tmp_path, capsys, no_load):
@@ -228,15 +180,15 @@ def test_calibrate_output_naming_a_folder_is_refused(model_path, photos, tmp_pat
 
 def test_resumed_report_lists_every_image(model_path, photos, tmp_path, capsys):
     out, report = tmp_path / "out", tmp_path / "report.jsonl"
-    assert main(_up(model_path, str(photos), "-o", str(out), "--report", str(report))) == 0
+    assert main(up(model_path, str(photos), "-o", str(out), "--report", str(report))) == 0
     first = {r["input"]: r for r in _report(report)}
     assert [r["status"] for r in first.values()] == ["written", "written"]
 
     # The job grows by two images, one of them broken; the report of the earlier run is
     # there: the skipped lines keep what it measured.
-    _save(photos / "c.png", 2)
+    save(photos / "c.png", 2)
     (photos / "d.png").write_bytes(b"")
-    argv = _up(model_path, str(photos), "-o", str(out), "--report", str(report))
+    argv = up(model_path, str(photos), "-o", str(out), "--report", str(report))
     assert main([*argv, "--skip-existing"]) == 1
     rows = _report(report)
     assert [(Path(r["input"]).name, r["status"]) for r in rows] == [
@@ -255,9 +207,9 @@ def test_report_after_a_kill_lists_the_skipped_images(model_path, photos, tmp_pa
     # A job killed after two images: their outputs are there, the report (written at the
     # end) is not. The resumed job's report still names every image of the job.
     out, report = tmp_path / "out", tmp_path / "report.jsonl"
-    assert main(_up(model_path, str(photos), "-o", str(out))) == 0
-    _save(photos / "c.png", 2)
-    argv = _up(model_path, str(photos), "-o", str(out), "--report", str(report))
+    assert main(up(model_path, str(photos), "-o", str(out))) == 0
+    save(photos / "c.png", 2)
+    argv = up(model_path, str(photos), "-o", str(out), "--report", str(report))
     assert main([*argv, "--skip-existing"]) == 0
     rows = _report(report)
     assert [(Path(r["input"]).name, r["status"]) for r in rows] == [
@@ -274,12 +226,12 @@ def test_resumed_report_under_torchrun_lists_every_image(model_path, photos, tmp
     import sys
 
     out = tmp_path / "out"
-    assert main(_up(model_path, str(photos / "a.png"), "-o", str(out / "a_x2.png"))) == 0
-    _save(photos / "c.png", 2)
+    assert main(up(model_path, str(photos / "a.png"), "-o", str(out / "a_x2.png"))) == 0
+    save(photos / "c.png", 2)
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone"]
-    cmd += ["-m", "classsr_core", *_up(model_path, str(photos), "-o", str(out), "--skip-existing")]
+    cmd += ["-m", "classsr_core", *up(model_path, str(photos), "-o", str(out), "--skip-existing")]
     done = subprocess.run([*cmd, "--device", "cpu"], env=env, capture_output=True, text=True)
     known_abort = "terminate called without an active exception"  # tests/test_scale_out.py
     assert done.returncode == 0 or known_abort in done.stderr, done.stderr[-3000:]
@@ -300,7 +252,7 @@ def test_a_fifo_in_the_folder_is_skipped_not_opened(model_path, photos, tmp_path
     os.mkfifo(photos / "c.png")
     out = tmp_path / "out"
     with _deadline(60):
-        code = main(_up(model_path, str(photos), "-o", str(out)))
+        code = main(up(model_path, str(photos), "-o", str(out)))
     err = capsys.readouterr().err
     assert code == 0, err
     assert f"{photos / 'c.png'}: skipped, a FIFO" in err and "Traceback" not in err
@@ -312,7 +264,7 @@ def test_a_fifo_named_directly_is_refused(model_path, tmp_path, capsys, no_load)
     fifo = tmp_path / "b.png"
     os.mkfifo(fifo)
     with _deadline(60):
-        code = main(_up(model_path, str(fifo), "-o", str(tmp_path / "o.png")))
+        code = main(up(model_path, str(fifo), "-o", str(tmp_path / "o.png")))
     assert code == 2
     err = capsys.readouterr().err
     _one_error(err)
@@ -329,7 +281,7 @@ def test_symlink_loops_and_folders_are_skipped_links_to_files_followed(
     os.symlink(photos / "a.png", photos / "c.png")  # a link to an image: an input
     out = tmp_path / "out"
     with _deadline(60):
-        code = main(_up(model_path, str(photos), "-o", str(out)))
+        code = main(up(model_path, str(photos), "-o", str(out)))
     err = capsys.readouterr().err
     assert code == 0, err
     assert "Traceback" not in err
@@ -362,13 +314,13 @@ def _json_run(capsys, *argv) -> dict:
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_patch_larger_than_the_image_is_cut_to_it(model_path, tmp_path, capsys, stream):
-    src = _save(tmp_path / "small.png", pixels=_photo(0, 64)[:48])  # 64 wide, 48 high
+    src = save(tmp_path / "small.png", pixels=photo(0, 64)[:48])  # 64 wide, 48 high
     more = ["--stream"] if stream else []
     rows = {}
     for patch in ("4096", "64"):
         out = str(tmp_path / f"o{patch}.png")
         rows[patch] = _json_run(
-            capsys, *_up(model_path, str(src), "-o", out, "--patch", patch), *more
+            capsys, *up(model_path, str(src), "-o", out, "--patch", patch), *more
         )
     # One 64x64 patch either way: the 4096 patch cost what the image's own size costs
     # (not a 4096x4096 canvas: 14 GB and 4096**2 / 64**2 times the FLOPs).
@@ -388,7 +340,7 @@ def test_patch_larger_than_the_image_is_cut_to_it(model_path, tmp_path, capsys, 
 def test_tiling_that_would_fail_per_image_is_refused_once(
     model_path, photos, tmp_path, capsys, no_load, flags, message
 ):
-    assert main(_up(model_path, str(photos), "-o", str(tmp_path / "o"), *flags)) == 2
+    assert main(up(model_path, str(photos), "-o", str(tmp_path / "o"), *flags)) == 2
     err = capsys.readouterr().err
     _one_error(err)
     assert message in err
@@ -399,7 +351,7 @@ def test_tiling_that_would_fail_per_image_is_refused_once(
 )
 def test_bad_sizes_are_refused_by_the_parser(model_path, photos, tmp_path, capsys, flag, value):
     with pytest.raises(SystemExit) as exc:
-        main(_up(model_path, str(photos), "-o", str(tmp_path / "o"), flag, value))
+        main(up(model_path, str(photos), "-o", str(tmp_path / "o"), flag, value))
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert flag in err and "Traceback" not in err
@@ -415,7 +367,7 @@ def _full(*args, **kwargs):
 def test_report_on_a_full_disk_is_one_line(model_path, photos, tmp_path, capsys, monkeypatch):
     out, report = tmp_path / "out", tmp_path / "r.jsonl"
     monkeypatch.setattr(Path, "write_text", _full)
-    code = main(_up(model_path, str(photos), "-o", str(out), "--report", str(report)))
+    code = main(up(model_path, str(photos), "-o", str(out), "--report", str(report)))
     monkeypatch.undo()
     err = capsys.readouterr().err
     assert code == 1
@@ -428,7 +380,7 @@ def test_report_on_a_full_disk_is_one_line(model_path, photos, tmp_path, capsys,
 def test_outputs_on_a_full_disk_are_named(model_path, photos, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     monkeypatch.setattr(Path, "write_bytes", _full)
-    code = main(_up(model_path, str(photos), "-o", str(out)))
+    code = main(up(model_path, str(photos), "-o", str(out)))
     monkeypatch.undo()
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err
@@ -462,14 +414,14 @@ def test_long_output_names_fit_their_temporary_name(tmp_path, length):
     tmp = atomic.temp_path(tmp_path / name)
     assert len(os.fsencode(tmp.name)) <= 255 and tmp.name.startswith(".")
     assert tmp.name.endswith(".tmp") and tmp == atomic.temp_path(tmp_path / name)
-    write_image(tmp_path / name, _photo())
+    write_image(tmp_path / name, photo())
     assert [p.name for p in tmp_path.iterdir()] == [name]
 
 
 def test_upscale_writes_a_247_character_output_name(model_path, tmp_path, capsys):
-    src = _save(tmp_path / "in" / ("s" * 240 + ".png"))
+    src = save(tmp_path / "in" / ("s" * 240 + ".png"))
     out = tmp_path / "out"
-    assert main(_up(model_path, str(src), str(tmp_path / "in" / "x.png"), "-o", str(out))) == 1
+    assert main(up(model_path, str(src), str(tmp_path / "in" / "x.png"), "-o", str(out))) == 1
     capsys.readouterr()  # x.png is missing: a per-file error; the long name is written
     (written,) = out.iterdir()
     assert len(written.name) == 247
@@ -481,12 +433,12 @@ def test_a_killed_runs_temporary_file_is_cleared_on_resume(
 ):
     out = tmp_path / "out"
     more = ["--stream"] if stream else []
-    assert main(_up(model_path, str(photos / "a.png"), "-o", str(out / "a_x2.png"), *more)) == 0
+    assert main(up(model_path, str(photos / "a.png"), "-o", str(out / "a_x2.png"), *more)) == 0
     # Killed while writing b (this version's fixed temporary name) and while replacing a
     # with --overwrite (an earlier version's random name).
     (out / ".b_x2.png.tmp").write_bytes(b"half a png")
     (out / ".a_x2.png.q8x_3kz1.tmp").write_bytes(b"half a png")
-    argv = _up(model_path, str(photos), "-o", str(out), "--skip-existing", *more)
+    argv = up(model_path, str(photos), "-o", str(out), "--skip-existing", *more)
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "removed 2 temporary file(s) of an interrupted run" in err
@@ -518,7 +470,7 @@ def test_a_stale_temporary_file_is_replaced_by_the_next_write(tmp_path):
 def test_tolerance_without_an_edge_table_is_refused_once(
     model_path, photos, tmp_path, capsys, no_load
 ):
-    argv = _up(model_path, str(photos), "-o", str(tmp_path / "o"), "--tolerance", "0.05")
+    argv = up(model_path, str(photos), "-o", str(tmp_path / "o"), "--tolerance", "0.05")
     assert main(argv) == 2
     err = capsys.readouterr().err
     _one_error(err)
@@ -529,7 +481,7 @@ def test_tolerance_without_an_edge_table_is_refused_once(
 def test_tolerance_on_an_uncurved_edge_table_is_refused_once(
     uncurved_edge_model, photos, tmp_path, capsys, no_load
 ):
-    argv = _up(uncurved_edge_model, str(photos), "-o", str(tmp_path / "o"), "--tolerance", "0.05")
+    argv = up(uncurved_edge_model, str(photos), "-o", str(tmp_path / "o"), "--tolerance", "0.05")
     assert main(argv) == 2
     err = capsys.readouterr().err
     _one_error(err)
@@ -539,7 +491,7 @@ def test_tolerance_on_an_uncurved_edge_table_is_refused_once(
 def test_tolerance_with_the_classifier_as_default_names_router_edge(
     classifier_default_edge_model, photos, tmp_path, capsys
 ):
-    argv = _up(classifier_default_edge_model, str(photos), "-o", str(tmp_path / "o"))
+    argv = up(classifier_default_edge_model, str(photos), "-o", str(tmp_path / "o"))
     assert main([*argv, "--tolerance", "0.05"]) == 2
     err = capsys.readouterr().err
     _one_error(err)
