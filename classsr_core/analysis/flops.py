@@ -81,6 +81,13 @@ _ELEMENTWISE_OPS = (
     "max_pool2d",
     "addcmul",
     "lerp",
+    # comparisons: one op per element (a transformer's attention mask: SwinIR's `!= 0`)
+    "eq",
+    "ne",
+    "gt",
+    "ge",
+    "lt",
+    "le",
 )
 # Pure data movement: zero arithmetic. Listed explicitly so they are not "unsupported".
 _MOVEMENT_OPS = (
