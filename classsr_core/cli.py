@@ -32,6 +32,7 @@ COMMANDS = [
     "train",
     "widths",
     "calibrate",
+    "export_onnx",
 ]
 
 
