@@ -82,6 +82,10 @@ def atomic_path(path: str | Path):
         raise
     try:
         yield tmp
+        # A writer that replaced our file with its own (safetensors does) may have made it
+        # private (0600): give the output the mode a plain open() would, as users expect.
+        with suppress(OSError):
+            os.chmod(tmp, _PLAIN_MODE)
         os.replace(tmp, path)
     except BaseException as exc:
         with suppress(OSError):
@@ -94,6 +98,16 @@ def atomic_path(path: str | Path):
         raise
     finally:
         os.close(fd)  # releases the lock
+
+
+def _plain_mode() -> int:
+    """0o666 less the process's umask: what ``open(path, "w")`` creates."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_PLAIN_MODE = _plain_mode()
 
 
 def _create(tmp: Path, path: Path) -> int:
