@@ -13,13 +13,13 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from classsr_core.analysis.flops import count_flops
 from classsr_core.base.grid import patch_grid
 from classsr_core.errors import InputError
 from classsr_core.routing.edge import (
     ALLOCATIONS,
     DEFAULT_STATISTIC,
     EdgeTable,
+    branch_pixel_costs,
     edge_scores,
     image_price,
 )
@@ -68,7 +68,7 @@ def calibrate(
     edges = np.unique(np.quantile(score, np.arange(1, bins) / bins))
     edges = edges[edges > score.min()]  # an empty first bin would have no errors to average
     mse = _bin_means(edges, scores, errors, range(len(scores)))
-    costs = _pixel_costs(model)
+    costs = branch_pixel_costs(model)
     curve = _held_out_curve(edges, scores, errors, costs, mse, allocation)
     table = EdgeTable(
         tuple(edges.tolist()),
@@ -178,12 +178,6 @@ def _all(model, lr, j):
     """Class ``j`` for every patch of the regions grid of ``lr`` (its size is needed first)."""
     h, w = lr.shape[-2:]
     return np.full(len(patch_grid(h, w, model.patch_size, model.patch_size)), j)
-
-
-def _pixel_costs(model) -> list[float]:
-    p = int(model.patch_size)
-    shape = (1, model.in_channels, p, p)
-    return [count_flops(b, shape) / (p * p) for b in model.branches]
 
 
 def measure_halo(

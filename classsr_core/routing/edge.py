@@ -186,15 +186,13 @@ class EdgeTable:
                 f"{', '.join(ALLOCATIONS)}); this file needs a newer classsr"
             )
 
-    def price_for(
-        self, tolerance_db: float, scores=None, pixel_costs=None, *, expected=None
-    ) -> float:
+    def price_for(self, tolerance_db: float, *, pixel_costs=None, expected=None) -> float:
         """The price for ``tolerance_db``: the highest calibrated point at which the
         held-out images lost at most ``tolerance_db`` on average and none more than twice
         that (a tolerance is a mean that no single image may blow: the worst is what a user
         notices); the lowest calibrated point if none is. A "relative" table's point is a
-        per-image loss budget, turned into this image's price from its ``scores`` (or its
-        ``expected`` errors, :meth:`expected_mse`)."""
+        per-image loss budget, turned into this image's price from its patches' ``expected``
+        errors (:meth:`expected_mse`) and the branches' ``pixel_costs``."""
         if not self.curve:
             raise InputError(
                 "this model's edge table has no tolerance curve (it was calibrated before "
@@ -208,12 +206,11 @@ class EdgeTable:
             best = point
         if self.allocation == "price":
             return float(best)
-        if expected is None:
-            if scores is None:
-                raise InputError("a relative edge table prices each image: pass its scores")
-            expected = self.expected_mse(scores)
-        if pixel_costs is None:
-            raise InputError("a relative edge table prices each image: pass the branch costs")
+        if expected is None or pixel_costs is None:
+            raise InputError(
+                "a relative edge table prices each image: pass its expected errors and the "
+                "branch costs"
+            )
         return image_price(expected, pixel_costs, float(best))
 
     @property
@@ -280,15 +277,13 @@ class EdgeTable:
             raise CheckpointError(f"unreadable edge table in the checkpoint ({exc})") from None
 
 
-def branch_pixel_costs(model) -> list[float] | None:
-    """Each branch's multiply-adds per LR pixel (fvcore, cached); ``None`` if uncountable."""
+def branch_pixel_costs(model) -> list[float]:
+    """Each branch's multiply-adds per LR pixel (fvcore, cached): what a table's prices are
+    per; an ``InputError`` when a branch cannot be counted."""
     from classsr_core.analysis.flops import count_flops
 
     p = int(model.patch_size)
-    try:
-        return [count_flops(b, (1, model.in_channels, p, p)) / (p * p) for b in model.branches]
-    except InputError:
-        return None
+    return [count_flops(b, (1, model.in_channels, p, p)) / (p * p) for b in model.branches]
 
 
 def image_price(expected: np.ndarray, pixel_costs, loss_db: float) -> float:
@@ -339,8 +334,11 @@ class EdgeRouter(Router):
                 f"{len(model.branches)}: calibrate it again for this model"
             )
         if table.branch_costs:
-            have = branch_pixel_costs(model)
-            if have is not None and not np.allclose(table.branch_costs, have, rtol=0.01, atol=1e-6):
+            try:
+                have = branch_pixel_costs(model)
+            except InputError:  # uncountable: FLOPs are reported as unknown, route anyway
+                return
+            if not np.allclose(table.branch_costs, have, rtol=0.01, atol=1e-6):
                 widths = getattr(model, "spec", {}).get("widths")
                 what = f" (widths {list(widths)})" if widths else ""
                 raise InputError(
