@@ -14,8 +14,8 @@ from PIL import Image as PILImage
 
 from classsr_core import load_model
 from classsr_core.cli import main
-from classsr_core.commands.inputs import list_inputs
 from classsr_core.errors import BudgetWarning, CheckpointError, DeviceWarning, InputError
+from classsr_core.io.inputs import list_inputs
 from classsr_core.model.defaults import check_defaults, default_mode, recorded_mode
 
 FAST = "classsr-fsrcnn-x4-fast"  # 340 KB, a bicubic cheapest branch: quick to run

@@ -293,7 +293,7 @@ def test_symlink_loops_and_folders_are_skipped_links_to_files_followed(
 
 
 def test_list_inputs_opens_nothing(photos, tmp_path):
-    from classsr_core.commands.inputs import list_inputs
+    from classsr_core.io.inputs import list_inputs
 
     if hasattr(os, "mkfifo"):
         os.mkfifo(photos / "f.jpg")

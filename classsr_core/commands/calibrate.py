@@ -87,9 +87,9 @@ def run(args) -> int:
     import numpy as np
     import torch
 
-    from classsr_core.commands.inputs import list_inputs
     from classsr_core.commands.outputs import check_outputs, model_files
     from classsr_core.errors import InputError
+    from classsr_core.io.inputs import list_inputs
     from classsr_core.model.loading import load_model, save_model
     from classsr_core.routing.calibration import calibrate
     from classsr_core.tasks import degraded_pairs

@@ -47,13 +47,13 @@ def task_and_photos(
     model, task_name: str | None, folder: str | list[str], files: list | None = None
 ):
     """The task that degrades clean photos for ``model`` and the clean photos of ``folder``
-    (``files``: already listed by :func:`~classsr_core.commands.inputs.list_inputs`) as HWC
+    (``files``: already listed by :func:`~classsr_core.io.inputs.list_inputs`) as HWC
     float arrays; shared with ``classsr calibrate``. The task is ``task_name`` with its
     defaults, else the one the checkpoint was trained for (with its settings, e.g. the
     noise level), else sr at the model's scale."""
-    from classsr_core.commands.inputs import list_inputs
     from classsr_core.errors import InputError
     from classsr_core.io.images import read_image
+    from classsr_core.io.inputs import list_inputs
     from classsr_core.plugins.registry import lookup
 
     trained = ((getattr(model, "checkpoint_meta", None) or {}).get("config") or {}).get("task")
@@ -106,8 +106,8 @@ def _run(args, job) -> int:
 
     from classsr_core.analysis.sweep import measure_images, plot, sweep_rows, write_csv
     from classsr_core.commands import jobs
-    from classsr_core.commands.inputs import list_inputs
     from classsr_core.commands.outputs import check_outputs, model_files
+    from classsr_core.io.inputs import list_inputs
     from classsr_core.model.loading import load_model
 
     # Before any work: OUTPUT.csv / OUTPUT.png may be neither a photo nor a model file.

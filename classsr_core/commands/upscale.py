@@ -367,10 +367,10 @@ def _check(args, job):
     """Everything decided before any work, identical on every rank: the files, the model's
     task and scale, the plan (safety checks), what is streamed, and what is to do (the
     items whose outputs are not all there, under --skip-existing)."""
-    from classsr_core.commands.inputs import list_inputs
     from classsr_core.commands.outputs import existing, refuse_existing
     from classsr_core.errors import ClassSRError, InputError
     from classsr_core.io.atomic import remove_stale_temps
+    from classsr_core.io.inputs import list_inputs
     from classsr_core.io.streams import check_streamable, image_size
 
     _check_format(args)

@@ -466,16 +466,9 @@ def write_image(path: str | Path, img: Image | np.ndarray, quality: int | None =
 def list_images(inputs: list[str | Path]) -> list[Path]:
     """Expand folders (non-recursive) into their image files, sorted; keep files as given.
     A file named twice (``d/`` and ``d/a.png``) is listed once: it is one job, not two
-    writers of one output."""
-    out: list[Path] = []
-    seen: set[Path] = set()
-    for item in map(Path, inputs):
-        if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            found = [item]
-        for path in found:
-            if path.resolve() not in seen:
-                seen.add(path.resolve())
-                out.append(path)
-    return out
+    writers of one output. Only regular files are images: what else a folder holds (a FIFO,
+    a symlink loop) is left out unopened (:func:`classsr_core.io.inputs.list_inputs`, which
+    also says so, is what the commands use)."""
+    from classsr_core.io.inputs import list_inputs
+
+    return list_inputs(inputs)[0]
