@@ -25,10 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +35,7 @@ from classsr_core import load_model
 from classsr_core.io.images import list_images
 
 sys.path.insert(0, str(Path(__file__).parent))
+from doc_tables import stamp  # noqa: E402
 from router_headroom import load_pair, to_u8  # noqa: E402
 
 
@@ -114,17 +112,6 @@ def report(results: list[dict], summary_label: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def machine() -> str:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        commit = "?"
-    cpu = platform.processor() or platform.machine()
-    return f"{time.strftime('%Y-%m-%d')}, commit {commit}, {cpu}"
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="classsr-fsrcnn-x4-fast")
@@ -156,7 +143,7 @@ def main(argv=None) -> int:
         return 0
     print(
         f"{args.model} against {args.o_model}, regions, {args.threads} threads, fastest of "
-        f"{args.reps} interleaved rounds ({machine()})\n"
+        f"{args.reps} interleaved rounds ({stamp()})\n"
     )
     print(report(results))
     return 0
