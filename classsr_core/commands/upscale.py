@@ -224,9 +224,12 @@ def _output_path(src: Path, out: Path, single: bool, scale: int, args=None, sub=
         return out
     suffix = getattr(args, "suffix", None)
     outscale = getattr(args, "outscale", None)
-    if outscale is not None:
-        scale = outscale
-    tag = suffix if suffix is not None else (f"_x{scale:g}" if scale != 1 else "_restored")
+    if suffix is not None:
+        tag = suffix
+    elif outscale is not None:
+        tag = f"_x{outscale:g}"
+    else:
+        tag = f"_x{scale}" if scale > 1 else "_restored"
     ext = FORMATS[getattr(args, "format", None) or "png"]
     return out / sub / f"{src.stem}{tag}{ext}"
 
