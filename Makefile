@@ -32,10 +32,12 @@ test: lint
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-# Every measured table in docs, rerun and rewritten in place (benchmarks/doc_tables.py; about
-# 40 minutes on 2 cores; needs the photos of scripts/fetch_*.sh).
+# Every measured table in docs, rerun and rewritten in place (benchmarks/doc_tables.py; needs
+# the photos of scripts/fetch_*.sh; on an otherwise idle machine: some tables time things).
+# ARGS=--slow adds the tables that train networks or run for many minutes; ARGS="--only NAME"
+# reruns one table, ARGS=--no-timing only those without times, ARGS=--list names them all.
 numbers: $(STAMP)
-	$(BIN)/python benchmarks/doc_tables.py
+	$(BIN)/python benchmarks/doc_tables.py $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -9,6 +9,7 @@ For every paper backbone and width: parameters, FLOPs per LR patch in both conve
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 # The paper's table (paper convention, per 32x32 LR patch at x4), for the comparison column.
@@ -49,10 +50,13 @@ def main() -> None:
         f"| Class-Module | - | {count_params(clf):,} | {_fmt(count_flops(clf, shape, 'paper'))} "
         f"| - | - | {_fmt(count_flops(clf, shape, 'fvcore'))} |"
     )
+    whole = {}  # backbone -> parameters of the three-branch model, Class-Module included
     for name, table in PAPER.items():
         factory, meta = resolve("backbones", name)
+        whole[name] = count_params(clf)
         for width, ref in zip(meta["paper_widths"], table):
             net = factory(scale=args.scale, **{meta["width_arg"]: width})
+            whole[name] += count_params(net)
             paper = count_flops(net, shape, "paper")
             fvc = count_flops(net, shape, "fvcore")
             diff = (
@@ -64,7 +68,9 @@ def main() -> None:
                 f"| {name} | {width} | {count_params(net):,} | {_fmt(paper)} | {_fmt(ref)} "
                 f"| {diff} | {_fmt(fvc)} |"
             )
-    print(f"\n(measured in {time.perf_counter() - start:.0f} s)")
+    models = ", ".join(f"{name} {n:,}" for name, n in whole.items())
+    print(f"\nWhole three-branch models (Class-Module + branches), parameters: {models}.")
+    print(f"(measured in {time.perf_counter() - start:.0f} s)", file=sys.stderr)
 
 
 if __name__ == "__main__":

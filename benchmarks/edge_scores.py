@@ -53,7 +53,7 @@ def cells(model, x: torch.Tensor, hr: torch.Tensor, p: int):
     n = len(patch_grid(h, w, p, p))
     errors = []
     for j in range(len(model.branches)):
-        res = model.infer(x, mode="regions", classes=np.full(n, j))
+        res = model.infer(x, mode="regions", classes=np.full(n, j), router="classifier")
         se = (res.output.clamp(0, 1) - hr).square().mean(1)[0, : rows * p * s, : cols * p * s]
         errors.append(se.reshape(rows, p * s, cols, p * s).mean(dim=(1, 3)).reshape(-1))
     probs = res.probs[:rows, :cols].reshape(rows * cols, -1)  # grid cells = whole cells here

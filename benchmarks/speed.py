@@ -36,10 +36,16 @@ run fp32 weights under ``torch.autocast``, the engine's ``amp=`` (its output can
 fp32); the official loop runs in fp32 only, the precision of the official code. (Weights cast
 with ``model.half()`` are not measured: regions mode fails on them, see docs/performance.md.)
 
-On CPU every (size, method) is measured in a fresh process (``--one SIZE KIND``), so its
-peak RSS is its own. Time is the minimum over ``--reps`` runs, after one warm-up run on a
-small crop. The official loop visits 170, 700 and 2,691 patches at 2K, 4K and 8K (about
+Two passes per size. Memory, PSNR, FLOPs and classes: on CPU every (size, method) runs once
+in a fresh process (``--one SIZE KIND``), so its peak RSS is its own (on a GPU, or with
+``--in-process``, in this process). Time: then all methods of the size run in this one
+process, each once at full size (a warm-up: the first call on an image size pays for
+allocation and oneDNN's kernel choice), then ``--reps`` rounds that take the methods in
+turn, so that a slow spell of the machine hits all of them alike; a method's time is its
+fastest round, and every ratio is between times of the same process. Run it on an otherwise
+idle machine. The official loop visits 170, 700 and 2,691 patches at 2K, 4K and 8K (about
 0.45 s at 2K on one busy CPU thread), so it runs at every size unless skipped.
+Progress goes to stderr, the table to stdout (and ``--out``).
 """
 
 from __future__ import annotations
@@ -207,7 +213,8 @@ def ensure_images(size: str, cache: Path) -> tuple[Path, Path]:
     lr = to_uint8(np.clip(imresize(hr.astype(np.float32) / 255.0, 1 / SCALE), 0.0, 1.0))
     write_image(hr_path, hr)
     write_image(lr_path, lr)  # written last: its presence means both are complete
-    print(f"made {size}: HR {hr.shape[1]}x{hr.shape[0]} in {time.perf_counter() - t0:.1f} s")
+    took = time.perf_counter() - t0
+    print(f"made {size}: HR {hr.shape[1]}x{hr.shape[0]} in {took:.1f} s", file=sys.stderr)
     return lr_path, hr_path
 
 
@@ -348,8 +355,9 @@ def load(name: str, dev: torch.device):
     return load_model(name, device=dev)
 
 
-def measure(size: str, method: Method, model, args, dev: torch.device) -> Row:
-    """Warm up on a small crop, then time ``args.reps`` runs, then score the last output."""
+def measure(size: str, method: Method, model, args, dev: torch.device, reps: int = 1) -> Row:
+    """Warm up on a small crop, then run ``reps`` times under the memory probe, then score
+    the last output. (The times recorded here are not the table's: see :func:`time_size`.)"""
     row = Row(size, method.label, method.model, method.kind, method.budget, method.dtype)
     lr8 = load_lr(size, args)
     try:
@@ -362,7 +370,7 @@ def measure(size: str, method: Method, model, args, dev: torch.device) -> Row:
         loop_flops(model, [0] * len(model.branches))  # count (and cache) before the probe
     synchronize(dev)
     probe = MemoryProbe(dev)
-    for _ in range(args.reps):
+    for _ in range(reps):
         synchronize(dev)
         t0 = time.perf_counter()
         out, info = run(method, model, lr8, dev)
@@ -455,7 +463,7 @@ def loop_skipped(size: str, args) -> bool:
 def child_command(size: str, method: Method, args) -> list[str]:
     cmd = [sys.executable, __file__, "--one", size, method.kind, "--device", "cpu"]
     cmd += ["--model", method.model, "--o-model", args.o_model, "--images", args.images]
-    cmd += ["--threads", str(args.threads), "--reps", str(args.reps)]
+    cmd += ["--threads", str(args.threads), "--reps", "1"]  # memory, PSNR: one run
     if method.budget is not None:
         cmd += ["--budget", repr(method.budget)]
     cmd += ["--router", method.router, "--dtype", method.dtype]
@@ -488,24 +496,74 @@ def measure_here(size: str, method: Method, args, dev: torch.device, models: dic
         return row
 
 
+def time_size(todo: list[tuple[Method, Row]], args, dev: torch.device, models: dict) -> None:
+    """The times of one size's rows, in this process: every method once at full size (a
+    warm-up), then ``args.reps`` rounds, each running every method once in turn; each row
+    gets its round times (the table shows the fastest)."""
+    todo = [(m, r) for m, r in todo if not r.note]
+    if not todo:
+        return
+    lr8 = load_lr(todo[0][1].size, args)
+    calls = []
+    for method, row in todo:
+        row.times = []
+        if method.model not in models:
+            models[method.model] = load(method.model, dev)
+        try:
+            run(method, models[method.model], lr8, dev)  # warm-up at full size
+        except Exception as exc:
+            traceback.print_exc()
+            row.note = f"failed in the timing pass ({type(exc).__name__}: {str(exc)[:60]})"
+            continue
+        calls.append((method, row))
+    for r in range(args.reps):
+        for method, row in calls:
+            synchronize(dev)
+            t0 = time.perf_counter()
+            run(method, models[method.model], lr8, dev)
+            synchronize(dev)
+            row.times.append(time.perf_counter() - t0)
+        print(f"{todo[0][1].size}: timing round {r + 1} of {args.reps} done", file=sys.stderr)
+
+
 def measure_all(args, dev: torch.device, head: list[str]) -> list[Row]:
     rows, models = [], {}
-    for size, method in plan(args):
-        t0 = time.perf_counter()
-        if method.kind == "loop" and loop_skipped(size, args):
-            row = Row(size, method.label, method.model, method.kind, dtype=method.dtype)
-            row.note = f"skipped (--skip-loop-above {args.skip_loop_above})"
-        elif dev.type == "cpu" and not args.in_process:
-            row = measure_in_child(size, method, args)
-        else:
-            row = measure_here(size, method, args, dev, models)
-        rows.append(row)
-        took = time.perf_counter() - t0
-        print(
-            f"{size} {method.label} ({method.model}): {fmt_time(row)} [{took:.0f} s in all]",
-            flush=True,
-        )
-        write(args, rows, head)  # after every row: a run cut short keeps what it measured
+    todo = plan(args)
+    # One group per (precision, size), in the plan's order (fp32 first: a run cut short
+    # keeps the reference rows); the methods of a group are timed against each other.
+    groups = dict.fromkeys((method.dtype, size) for size, method in todo)
+    for dtype, size in groups:
+        of_size = []
+        for size_, method in todo:
+            if (method.dtype, size_) != (dtype, size):
+                continue
+            t0 = time.perf_counter()
+            if method.kind == "loop" and loop_skipped(size, args):
+                row = Row(size, method.label, method.model, method.kind, dtype=method.dtype)
+                row.note = f"skipped (--skip-loop-above {args.skip_loop_above})"
+            elif dev.type == "cpu" and not args.in_process:
+                row = measure_in_child(size, method, args)
+            else:
+                row = measure_here(size, method, args, dev, models)
+            row.times = []  # the table's times come from the interleaved rounds below
+            rows.append(row)
+            of_size.append((method, row))
+            took = time.perf_counter() - t0
+            print(
+                f"{size} {method.label} ({method.model}): "
+                f"{row.note or f'PSNR {row.psnr:.2f} dB'} [{took:.0f} s]",
+                file=sys.stderr,
+                flush=True,
+            )
+            write(args, rows, head)  # a run cut short keeps what it measured ("not timed")
+        time_size(of_size, args, dev, models)
+        for method, row in of_size:
+            print(
+                f"{size} {method.label} ({method.model}): {fmt_time(row)}",
+                file=sys.stderr,
+                flush=True,
+            )
+        write(args, rows, head)
     return rows
 
 
@@ -523,8 +581,8 @@ def command() -> str:
 def header(args, dev: torch.device) -> list[str]:
     if dev.type == "cuda":
         memory = (
-            "peak memory: torch.cuda.max_memory_allocated during the timed runs; 'above "
-            "baseline' subtracts what was allocated before them (models, caches)"
+            "peak memory: torch.cuda.max_memory_allocated during one run; 'above "
+            "baseline' subtracts what was allocated before it (models, caches)"
         )
     elif dev.type != "cpu":
         memory = f"peak memory: not measured on {dev.type}"
@@ -536,9 +594,9 @@ def header(args, dev: torch.device) -> list[str]:
             else "each row runs in a fresh process"
         )
         memory = (
-            f"peak memory: {where}; 'peak RSS above baseline' is ru_maxrss after the timed "
-            "runs minus the RSS after imports, model load, input read and a warm-up ('<=': "
-            "the runs never rose above an earlier peak, so an upper bound); 'absolute' is "
+            f"peak memory: {where}; 'peak RSS above baseline' is ru_maxrss after one run "
+            "minus the RSS after imports, model load, input read and a warm-up ('<=': "
+            "the run never rose above an earlier peak, so an upper bound); 'absolute' is "
             "ru_maxrss"
         )
     crop = f"; debug: LR cropped to at most {args.max_side} px a side" if args.max_side else ""
@@ -546,16 +604,15 @@ def header(args, dev: torch.device) -> list[str]:
     if args.dtype != ["fp32"]:
         dtypes += " (fp16 / bf16: fp32 weights under torch.autocast, the engine's amp=)"
     return [
-        "# Speed: x4 upscaling of real photos to 2K, 4K and 8K",
-        "",
         f"- machine: {machine(args.threads, dev)}",
         f"- command: `{command()}`",
         f"- date: {time.strftime('%Y-%m-%d %H:%M')}; weights: {dtypes}",
         "- images: the two validation photos (Wood, YellowFlower) at full size, centre-"
         "cropped to 16:9, MATLAB-bicubic resized to 1920x1080 tiles; 2K one tile, 4K 2x2 "
         "and 8K 4x4 mosaics with mirrored tiles; LR = MATLAB bicubic x1/4, uint8" + crop,
-        f"- time: minimum over {args.reps} run(s) of uint8 LR array in, uint8 HR array out "
-        "(host-device copies included), after a warm-up on a small crop",
+        f"- time: the fastest of {args.reps} interleaved round(s) in one process (each round "
+        "runs every method of the size once, in turn, after one full-size warm-up run of "
+        "each) of uint8 LR array in, uint8 HR array out (host-device copies included)",
         f"- {memory}",
         "- PSNR: RGB, 0..255, 4-pixel border (the SR task's metric) against the HR; 'seams "
         f"out': also without the {SEAM_BAND} HR pixels either side of each boundary between "
@@ -569,7 +626,9 @@ def header(args, dev: torch.device) -> list[str]:
 
 
 def fmt_time(row: Row) -> str:
-    return row.note if row.note else f"{row.time:.3f} s"
+    if row.note:
+        return row.note
+    return f"{row.time:.3f} s" if row.time is not None else "not timed"
 
 
 def fmt_mem(value: float | None, upper: bool = False) -> str:
@@ -588,8 +647,9 @@ def table(rows: list[Row]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=lambda r: list(SIZES).index(r.size)):
-        if r.note:
-            lines.append(f"| {r.size} | {r.method} | {r.model} | {r.note} | | | | | | | | |")
+        if r.note or r.time is None:
+            note = r.note or "not timed (cut short)"
+            lines.append(f"| {r.size} | {r.method} | {r.model} | {note} | | | | | | | | |")
             continue
         ref = whole.get((r.size, r.dtype))
         ratio = f"{r.time / ref.time:.2f}" if ref else "-"
@@ -643,7 +703,8 @@ def render(rows: list[Row], head: list[str]) -> str:
 def write(args, rows: list[Row], head: list[str]) -> None:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(render(rows, head))
+        title = "# Speed: x4 upscaling of real photos to 2K, 4K and 8K\n\n"
+        Path(args.out).write_text(title + render(rows, head))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         payload = {"header": head, "rows": [{**asdict(r), "time": r.time} for r in rows]}
@@ -748,7 +809,10 @@ def main() -> int:
         args.dtype = ["fp16"]
     args.dtype = sorted(set(args.dtype), key=list(DTYPES).index)  # fp32 rows first
     if dev.type == "cpu" and args.dtype != ["fp32"]:
-        print("note: fp16 / bf16 on CPU only prove the code path (slow, not a timing)")
+        print(
+            "note: fp16 / bf16 on CPU only prove the code path (slow, not a timing)",
+            file=sys.stderr,
+        )
     args.device = str(dev)
     if args.reps is None:
         args.reps = 1 if dev.type == "cpu" else 3
@@ -761,7 +825,7 @@ def main() -> int:
         return 0
     head = header(args, dev)
     rows = measure_all(args, dev, head)
-    print("\n" + render(rows, head))
+    print(render(rows, head))
     write(args, rows, head)
     return 1 if any(r.note.startswith("failed") for r in rows) else 0
 

@@ -15,7 +15,8 @@ a task plugin does not pull in torch-heavy routing code it never uses.
 - Routers: :class:`Router`, :class:`Scores`; what they read: :class:`Run`,
   :class:`PatchGrid`, :class:`PatchCosts`.
 - Executors: :class:`Executor`, and the built-ins to subclass: :class:`PatchesExecutor`,
-  :class:`RegionsExecutor`.
+  :class:`RegionsExecutor`; their options: :class:`ExecutorOptions` (the base of an
+  executor's ``options_model``).
 - Tasks: :class:`Task`; their options: :class:`StrictModel`, :func:`validate`.
 - Results and errors: :class:`InferResult`; :class:`InputError`, :class:`ConfigError`,
   :class:`PluginError` (raise them with the fix in the message).
@@ -49,6 +50,7 @@ _LAZY = {
     "PatchCosts": "classsr_core.base.costs",
     # execution
     "Executor": "classsr_core.execution.base",
+    "ExecutorOptions": "classsr_core.execution.base",
     "PatchesExecutor": "classsr_core.execution.patches",
     "RegionsExecutor": "classsr_core.execution.regions",
     # tasks and their options
@@ -72,6 +74,7 @@ _LAZY = {
 __all__ = [
     "ConfigError",
     "Executor",
+    "ExecutorOptions",
     "HOOKS",
     "InferResult",
     "InputError",
@@ -103,7 +106,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from classsr_core.config import StrictModel, validate
     from classsr_core.engine.result import InferResult
     from classsr_core.errors import ConfigError, InputError, PluginError
-    from classsr_core.execution.base import Executor
+    from classsr_core.execution.base import Executor, ExecutorOptions
     from classsr_core.execution.patches import PatchesExecutor
     from classsr_core.execution.regions import RegionsExecutor
     from classsr_core.plugins.registry import (

@@ -1,4 +1,9 @@
-"""What a task is: how a degraded input is made from a clean image, and how it is scored."""
+"""What a task is: how a degraded input is made from a clean image, and how it is scored.
+
+A task whose degradation cannot be synthesised (real rain, a camera's own noise) trains on
+paired data instead (``data.train: {inputs: DIR, targets: DIR}``, docs/tasks/paired.md):
+it needs only its ``scale`` and its scores, and may leave :meth:`Task.make_input` out.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from classsr_core._basicsr import metrics  # cheap: basicsr itself loads on first call
+from classsr_core.errors import InputError
 
 
 @dataclass
@@ -22,8 +28,13 @@ class Task:
         return hr[: h - h % self.scale, : w - w % self.scale]
 
     def make_input(self, hr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """The degraded input for a clean HWC float32 image in [0, 1]."""
-        raise NotImplementedError
+        """The degraded input for a clean HWC float32 image in [0, 1]. A task without one
+        (paired data only) says so when asked."""
+        raise InputError(
+            f"task {self.name!r} cannot make its inputs from clean images: train it on "
+            "paired data (data.train: {inputs: DIR, targets: DIR}; docs/tasks/paired.md), "
+            "and give it degraded images, not clean ones, to run on"
+        )
 
     def crop_border(self) -> int:
         """Pixels cropped at each border before scoring (the SR convention: ``scale``)."""

@@ -152,3 +152,18 @@ def test_base_layer_imports_nothing_above_it():
     # Routers and executors read a run: they import the base layer, never the engine.
     for folder in ("routing", "execution", "plugins", "io", "training"):
         assert "engine" not in real[folder], folder
+
+
+def test_no_package_level_cycle():
+    """The packages form layers: following imports (those inside functions too) from any
+    package never leads back to it."""
+    real = _real_dependencies()
+
+    def reaches(start: str, target: str, seen: set[str]) -> bool:
+        for dep in real.get(start, ()):
+            if dep == target or (dep not in seen and reaches(dep, target, seen | {dep})):
+                return True
+        return False
+
+    cycles = [pkg for pkg in real if reaches(pkg, pkg, {pkg})]
+    assert not cycles, f"packages in an import cycle: {cycles}"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from classsr_core.base.defaults import default_mode
 from classsr_core.io.atomic import atomic_path
-from classsr_core.model.defaults import default_mode
 from classsr_core.tasks import degraded_pairs
 
 
@@ -40,7 +40,8 @@ def run_sweep(
     """``images``: clean HWC float32 arrays in [0, 1]. ``mode``: the engine's (default: the
     model's own; the -O model runs in the same mode; in "regions" fractions are of the
     widest branch on the whole image, for -O too).
-    ``router``: a registered router (default: the model's own); the -O model has none."""
+    ``router``: a registered router (default: the model's own, as ``infer`` picks it); the
+    -O model has none."""
     kw = {"o_model": o_model, "router": router, "tolerances": tolerances}
     per_image = measure_images(model, images, task, budgets, mode=mode, **kw)
     return sweep_rows(model, budgets, [per_image[i] for i in range(len(images))], **kw)
@@ -48,12 +49,22 @@ def run_sweep(
 
 def _settings(model, budgets, o_model, router, tolerances) -> list[tuple[str, float | None]]:
     """``(label, budget or tolerance)`` of every row, in the rows' order."""
-    router = router or getattr(model, "default_router", None) or "classifier"
-    # No budget: argmax of the classifier, or the edge table's calibrated price.
-    rows = [("argmax" if router == "classifier" else "price", None)]
+    # No budget: the router's own routing, labelled by what the router is: one that keeps
+    # calibrated state (an edge table) routes at its calibrated price, one without (the
+    # classifier, a fixed-threshold plugin) by the argmax of its scores.
+    own = "price" if _router(model, router).state_type is not None else "argmax"
+    rows = [(own, None)]
     rows += [("budget", float(b)) for b in budgets]
     rows += [("tolerance", float(t)) for t in tolerances]
     return rows + ([("-O", None)] if o_model is not None else [])
+
+
+def _router(model, name: str | None):
+    """The registered router ``name`` (``None``: the model's default), as the engine picks
+    it: asked, not assumed by name."""
+    from classsr_core.engine.pipeline import get_router
+
+    return get_router(model, name)
 
 
 def measure_images(
@@ -74,20 +85,20 @@ def measure_images(
     ``done``: called after each image (a progress bar's tick)."""
     pairs = degraded_pairs(task, images)
     mode = default_mode(model, mode)  # the -O model runs the same executor
-    default = router or getattr(model, "default_router", None) or "classifier"
     device = next(model.parameters()).device
+    settings = _settings(model, budgets, o_model, router, tolerances)
     out = {}
     for i in range(len(pairs)) if indices is None else indices:
         clean, x = pairs[i]
         x = x.to(device)
         values = []
-        for label, value in _settings(model, budgets, o_model, router, tolerances):
+        for label, value in settings:
             if label == "-O":
                 res = o_model.infer(x.to(next(o_model.parameters()).device), mode=mode)
             else:
                 budget = value if label == "budget" else None
                 tolerance = value if label == "tolerance" else None
-                res = model.infer(x, budget=budget, mode=mode, router=default, tolerance=tolerance)
+                res = model.infer(x, budget=budget, mode=mode, router=router, tolerance=tolerance)
             sr = res.output[0].permute(1, 2, 0).cpu().numpy()
             values.append((float(res.flops_fraction), float(task.score(sr, clean)["psnr"])))
         out[i] = values

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from classsr_core.analysis.flops import count_flops
+from classsr_core.base.flops import count_flops
 from classsr_core.device import pick_device, synchronize
 from classsr_core.engine import default_batch_size
 from classsr_core.errors import InputError
@@ -55,15 +55,17 @@ def measure_widths(
     backbone_kwargs: dict[str, Any] | None = None,
 ) -> dict[int, dict[str, float]]:
     """Seconds and multiply-adds per ``patch x patch`` LR patch of ``backbone`` at each
-    width, on ``device`` (minimum over ``reps`` timed calls after a warm-up; channels-last
-    on CPU, as the tile engine runs)."""
+    width, on ``device`` (channels-last on CPU, as the tile engine runs). Timed in
+    interleaved rounds, every width once a round after a warm-up of each, the minimum over
+    ``reps`` rounds: a machine that slows down for a while (another process, a clock
+    change) then slows every width alike instead of whichever ran at that moment."""
     dev = pick_device(device)
     factory, meta = resolve("backbones", backbone)
     key = meta.get("width_arg")
     if key is None:
         raise InputError(f"backbone {backbone!r} declares no width argument to vary")
     layout = torch.channels_last if dev.type == "cpu" else torch.contiguous_format
-    out = {}
+    runs = {}
     for w in widths:
         net = factory(
             scale=scale, in_channels=in_channels, **{key: int(w)}, **(backbone_kwargs or {})
@@ -72,17 +74,19 @@ def measure_widths(
         flops = count_flops(net, (1, in_channels, patch, patch))
         b = batch or default_batch_size(dev, flops)
         x = torch.rand(b, in_channels, patch, patch, device=dev).contiguous(memory_format=layout)
-        best = float("inf")
-        with torch.inference_mode():
+        runs[int(w)] = (net, x, float(flops))
+    best = dict.fromkeys(runs, float("inf"))
+    with torch.inference_mode():
+        for net, x, _ in runs.values():
             net(x)  # warm-up: allocator, kernel selection
-            for _ in range(reps):
+        for _ in range(reps):
+            for w, (net, x, _) in runs.items():
                 synchronize(dev)
                 t0 = time.perf_counter()
                 net(x)
                 synchronize(dev)
-                best = min(best, time.perf_counter() - t0)
-        out[int(w)] = {"seconds": best / b, "flops": float(flops)}
-    return out
+                best[w] = min(best[w], time.perf_counter() - t0)
+    return {w: {"seconds": best[w] / len(x), "flops": flops} for w, (_, x, flops) in runs.items()}
 
 
 def efficient_widths(

@@ -136,7 +136,10 @@ def run(args) -> int:
         statistic=args.statistic,
         allocation=args.allocation,
     )
-    model.edge_table = table
+    # The router that keeps this kind of state (the registry says which: the one whose
+    # ``state_type`` the table is), not a name assumed here.
+    router = router_keeping(table)
+    model.router_states[router] = table
     if pretrained:
         from classsr_core.commands.calibrate_pretrained import finish
 
@@ -150,9 +153,9 @@ def run(args) -> int:
     else:
         model.defaults.pop("halo", None)
     if args.make_default:
-        # The fast path (docs/performance.md): the calibrated edge table routes, and
+        # The fast path (docs/performance.md): the calibrated table's router routes, and
         # same-class patches run merged into tiles with the halo measured above.
-        model.default_router = "edge"
+        model.default_router = router
         model.defaults["mode"] = "regions"
     extra = {
         k: v
@@ -173,10 +176,33 @@ def run(args) -> int:
         else f"default price {table.price:.3g}"
     )
     if args.make_default:
-        how_halo = f"defaults: edge router, regions mode; {how_halo}"
+        how_halo = f"defaults: {router} router, regions mode; {how_halo}"
     print(
         f"{len(photos)} images, {table.patches} patches, {len(table.mse)} bins "
         f"({table.statistic}); {how_halo}{how} (loses <= {table.tolerance_db:g} dB against "
         f"the widest branch on these photos); wrote {args.output}"
     )
     return 0
+
+
+def router_keeping(state) -> str:
+    """The name of the registered router whose calibrated state ``state`` is (its
+    ``state_type``): the one defined beside the state's class when several keep that type
+    (a plugin may reuse the edge table), else the first by name."""
+    from classsr_core.errors import InputError
+    from classsr_core.plugins import get_registry
+
+    registry = get_registry()
+    names = [
+        name
+        for name in registry.names("routers")
+        if getattr(registry.get("routers", name).factory, "state_type", None) is type(state)
+    ]
+    if not names:
+        raise InputError(
+            f"no registered router keeps a {type(state).__name__} (`classsr plugins` lists "
+            "the routers); is a router plugin blocked by CLASSSR_DISABLE_PLUGINS?"
+        )
+    home = type(state).__module__
+    beside = [n for n in names if registry.get("routers", n).factory.__module__ == home]
+    return (beside or names)[0]

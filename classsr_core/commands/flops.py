@@ -60,7 +60,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from classsr_core.analysis.flops import model_costs
+    from classsr_core.base.flops import model_costs
     from classsr_core.model.wrapper import ClassWrapper
 
     if args.widths is None and args.depths is None:

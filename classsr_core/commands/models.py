@@ -17,9 +17,9 @@ def add_parser(sub):
 
 
 def _rows() -> list[dict]:
+    from classsr_core.base.defaults import recorded_mode
     from classsr_core.commands.upscale import DEFAULT_MODEL
     from classsr_core.io.checkpoint import read_meta, shipped_models
-    from classsr_core.model.defaults import recorded_mode
 
     rows = []
     for name, path in shipped_models().items():

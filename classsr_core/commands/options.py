@@ -124,6 +124,37 @@ def non_negative_int_arg(text: str) -> int:
     return value
 
 
+def mode_option_arg(text: str) -> tuple[str, object]:
+    """``--mode-option NAME=VALUE``: one option of the executor (``--mode``), the value read
+    as JSON when it is JSON (``4``, ``true``, ``0.5``, ``"x"``), else as text. The executor's
+    ``options_model`` validates it (an unknown name is refused with the names it knows)."""
+    import json
+
+    name, sep, value = text.partition("=")
+    name = name.strip()
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r}: give NAME=VALUE, e.g. halo=8")
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = value
+    return name, parsed
+
+
+def add_mode_options(p: argparse.ArgumentParser) -> None:
+    """``--mode-option NAME=VALUE`` (repeatable): the executor's own options, any executor's
+    (a plugin's too), with no flag of their own."""
+    p.add_argument(
+        "--mode-option",
+        type=mode_option_arg,
+        action="append",
+        default=None,
+        metavar="NAME=VALUE",
+        help="an option of the executor (--mode), repeatable: e.g. max_cells=4 for regions, "
+        "blend=window for patches, or a plugin executor's own",
+    )
+
+
 def plugin_arg(kind: str, what: str):
     """An argparse ``type`` accepting the names registered for ``kind`` (``routers``,
     ``executors``): the choices come from the registry, so a plugin's router or mode is a

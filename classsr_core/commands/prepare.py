@@ -27,7 +27,8 @@ def add_parser(sub):
         "prepare",
         help="cut HR images into training sub-images (multi-scale, task inputs)",
         description="Read the HR images of data.train / data.val, make the task's inputs "
-        "and store sub-images with a manifest. Re-running skips what is done.",
+        "(or read them: paired folders {inputs: DIR, targets: DIR}) and store sub-images "
+        "with a manifest. Re-running skips what is done.",
     )
     add_config_args(p)
     return p

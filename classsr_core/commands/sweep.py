@@ -146,7 +146,7 @@ def _run(args, job) -> int:
         return 0
     rows = sweep_rows(model, budgets, [per_image[i] for i in range(len(images))], **kw)
     write_csv(rows, f"{args.output}.csv")
-    from classsr_core.model.defaults import default_mode
+    from classsr_core.base.defaults import default_mode
 
     mode = default_mode(model, args.mode)
     plot(rows, f"{args.output}.png", title=f"{args.model}, {mode} mode, on {len(images)} images")

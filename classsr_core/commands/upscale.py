@@ -19,6 +19,7 @@ from typing import Any
 from classsr_core.commands.options import (
     add_engine_options,
     add_job_device,
+    add_mode_options,
     add_trust_code,
     budget_arg,
     non_negative_int_arg,
@@ -143,6 +144,7 @@ def _add_common(p):
     p.add_argument(
         "--halo", type=non_negative_int_arg, default=None, help="regions: LR context pixels"
     )
+    add_mode_options(p)
     p.add_argument(
         "--amp",
         choices=("fp16", "bf16"),
@@ -479,7 +481,7 @@ def _check_tolerance(args, meta) -> None:
         )
 
 
-def _probe_tolerance(model, args) -> None:
+def _probe_tolerance(model, args, opts) -> None:
     """--tolerance with a router this command does not know (a plugin's): route one blank
     patch, once, to ask whether it can honour a tolerance, before any image."""
     import torch
@@ -495,7 +497,7 @@ def _probe_tolerance(model, args) -> None:
         return
     p = int(model.patch_size)
     blank = torch.zeros(1, int(model.in_channels), p, p)
-    scores = plan_routes(model, blank, mode=args.mode, router=args.router).scores
+    scores = plan_routes(model, blank, opts).scores
     if scores is None:
         return
     if scores.tolerance_price is None:
@@ -508,8 +510,8 @@ def _probe_tolerance(model, args) -> None:
 
 def _check_tiling(args, meta) -> None:
     """--patch / --stride that could only fail per image are refused once, up front."""
+    from classsr_core.base.defaults import recorded_mode
     from classsr_core.errors import ClassSRError
-    from classsr_core.model.defaults import recorded_mode
 
     model_patch = int(meta["model"].get("patch_size", 32))
     model_stride = int(meta["model"].get("stride", 28))
@@ -552,6 +554,8 @@ def _process(args, job) -> int:
 
     from classsr_core.commands import jobs
     from classsr_core.engine import check_router
+    from classsr_core.engine.bands import check_streaming
+    from classsr_core.engine.pipeline import check_options
     from classsr_core.errors import ClassSRError
 
     t_start = time.perf_counter()
@@ -580,7 +584,13 @@ def _process(args, job) -> int:
     if model is None:
         model = _load(args, job)
     check_router(model, args.router)  # a model without an edge table fails once, up front
-    _probe_tolerance(model, args)
+    # The options of every image, built once: wrong ones (an option the executor does not
+    # take, an executor that cannot stream the images to stream) fail once, up front.
+    opts = engine_options(args)
+    check_options(model, opts)
+    if any(it.stream for it in items):
+        check_streaming(model, opts)
+    _probe_tolerance(model, args, opts)
     ran = _ran(args, model)
     if job.is_main and not args.json:
         print(
@@ -596,7 +606,7 @@ def _process(args, job) -> int:
         price, error = None, None
         if job.is_main:
             try:
-                price = _folder_price(model, args, all_items)
+                price = _folder_price(model, args, opts, all_items)
             except ClassSRError as exc:  # every rank must hear of it, or they wait for it
                 error = str(exc)
         price, error = job.from_main((price, error))
@@ -617,7 +627,7 @@ def _process(args, job) -> int:
         it = items[i]
         try:
             with _warnings_to(progress, args.command, it.src, said):
-                row = _one(args, model, knobs, it, task, scale)
+                row = _one(args, model, opts, knobs, it, task, scale)
         except (ClassSRError, OSError, RuntimeError, ValueError, MemoryError) as exc:
             # One bad file (unreadable, too large, out of memory, the disk full) must not
             # stop the folder.
@@ -690,8 +700,8 @@ def _known(it: _Item, task: str, scale: int) -> dict[str, Any]:
 def _ran(args, model) -> dict[str, Any]:
     """What runs on every image of the job: the model, the router and the mode it resolves
     to (the model's own defaults where the options leave them unset), and the knobs."""
+    from classsr_core.base.defaults import default_mode
     from classsr_core.engine.pipeline import get_router
-    from classsr_core.model.defaults import default_mode
 
     return {
         "model": str(args.model),
@@ -793,23 +803,37 @@ def _line(row: dict[str, Any]) -> str:
     )
 
 
-def _options(args, knobs, tiling=(None, None)):
-    from classsr_core.engine.bands import BandOptions
+def engine_options(args):
+    """The engine's options of the job, from its flags, once: what every image runs with
+    (each image adds its tiling and the routing knobs). ``--halo`` and ``--mode-option
+    NAME=VALUE`` are the executor's options, validated by the executor."""
+    from classsr_core.engine.options import InferOptions
+    from classsr_core.errors import ClassSRError
 
-    return BandOptions(
+    executor_options = dict(getattr(args, "mode_option", None) or [])
+    if args.halo is not None:
+        if "halo" in executor_options:
+            raise ClassSRError("give --halo or --mode-option halo=N, not both")
+        executor_options["halo"] = args.halo
+    return InferOptions(
         mode=args.mode,
         router=args.router,
-        patch_size=tiling[0],
-        stride=tiling[1],
         batch_size=args.batch_size,
-        halo=args.halo,
         amp=args.amp,
-        band_rows=args.band_rows,
-        **knobs,
+        executor_options=executor_options,
     )
 
 
-def _one(args, model, knobs, it: _Item, task: str, scale: int) -> dict[str, Any]:
+def _image_options(args, opts, knobs, tiling=(None, None), stream: bool = False):
+    """``opts`` for one image: its tiling and the routing knobs; band sizes when streamed."""
+    from classsr_core.engine.bands import BandOptions
+    from classsr_core.engine.options import InferOptions
+
+    one = InferOptions.build(opts, patch_size=tiling[0], stride=tiling[1], **knobs)
+    return BandOptions.of(one, band_rows=args.band_rows) if stream else one
+
+
+def _one(args, model, opts, knobs, it: _Item, task: str, scale: int) -> dict[str, Any]:
     """One image, in memory or (``it.stream``) band by band; its report row."""
     import torch
 
@@ -818,22 +842,12 @@ def _one(args, model, knobs, it: _Item, task: str, scale: int) -> dict[str, Any]
 
     row = _known(it, task, scale)
     if it.stream:
-        return {**row, **_one_streamed(args, model, knobs, it)}
+        return {**row, **_one_streamed(args, model, opts, knobs, it)}
     img = read_image(it.src, max_pixels=args.max_pixels)
     device = next(model.parameters()).device
     x = torch.from_numpy(img.rgb).permute(2, 0, 1)[None].to(device)
-    patch, stride = _tiling(args, model, *img.rgb.shape[:2])
-    result = model.infer(
-        x,
-        **knobs,
-        patch_size=patch,
-        stride=stride,
-        batch_size=args.batch_size,
-        mode=args.mode,
-        halo=args.halo,
-        amp=args.amp,
-        router=args.router,
-    )
+    tiling = _tiling(args, model, *img.rgb.shape[:2])
+    result = model.infer(x, options=_image_options(args, opts, knobs, tiling))
     sr = result.output[0].permute(1, 2, 0).cpu().numpy()
     alpha = resize_alpha(img.alpha, model.scale) if img.alpha is not None else None
     if args.outscale is not None:
@@ -872,7 +886,7 @@ def resize_to(image, size: tuple[int, int]):
     return np.clip(out, 0.0, 1.0).astype(image.dtype, copy=False)
 
 
-def _one_streamed(args, model, knobs, it: _Item) -> dict[str, Any]:
+def _one_streamed(args, model, opts, knobs, it: _Item) -> dict[str, Any]:
     """Band by band (classsr_core.engine.bands): routed once for the whole image, run and
     written one band at a time."""
     import time
@@ -884,7 +898,8 @@ def _one_streamed(args, model, knobs, it: _Item) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     source = open_lr(it.src, max_pixels=args.max_pixels)
-    opts = _options(args, knobs, _tiling(args, model, source.height, source.width))
+    tiling = _tiling(args, model, source.height, source.width)
+    opts = _image_options(args, opts, knobs, tiling, stream=True)
     plan, classes = route(model, source, opts)
     s = int(model.scale)
     channels = (1 if source.grey else 3) + (1 if source.has_alpha else 0)
@@ -904,7 +919,7 @@ def _one_streamed(args, model, knobs, it: _Item) -> dict[str, Any]:
     }
 
 
-def _folder_price(model, args, items) -> float:
+def _folder_price(model, args, opts, items) -> float:
     """One price for the whole folder (--budget-scope folder): every image routed without
     running a branch, then the price at which they spend --budget together. Unreadable
     images are left out here and reported by the main loop; streamed ones are routed band
@@ -923,16 +938,15 @@ def _folder_price(model, args, items) -> float:
         try:
             if it.stream:
                 source = open_lr(it.src, args.max_pixels)
-                opts = _options(args, {}, _tiling(args, model, source.height, source.width))
-                plans.append(route(model, source, opts)[0])
+                tiling = _tiling(args, model, source.height, source.width)
+                plans.append(route(model, source, _image_options(args, opts, {}, tiling, True))[0])
                 continue
             img = read_image(it.src, max_pixels=args.max_pixels)
         except (ClassSRError, OSError, ValueError, MemoryError):
             continue
         x = torch.from_numpy(img.rgb).permute(2, 0, 1)[None]
-        patch, stride = _tiling(args, model, *img.rgb.shape[:2])
-        options = {"patch_size": patch, "stride": stride, "halo": args.halo}
-        plans.append(plan_routes(model, x, mode=args.mode, router=args.router, **options))
+        tiling = _tiling(args, model, *img.rgb.shape[:2])
+        plans.append(plan_routes(model, x, _image_options(args, opts, {}, tiling)))
     return folder_price(plans, args.budget)
 
 

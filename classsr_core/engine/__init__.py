@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 _NAMES = {
+    "InferOptions": "classsr_core.engine.options",
     "InferResult": "classsr_core.engine.result",
     "PatchGrid": "classsr_core.base.grid",
     "patch_grid": "classsr_core.base.grid",
@@ -19,6 +20,7 @@ _NAMES = {
     "default_batch_size": "classsr_core.engine.pipeline",
 }
 __all__ = [
+    "InferOptions",
     "InferResult",
     "PatchGrid",
     "check_router",
@@ -29,6 +31,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from classsr_core.base.grid import PatchGrid, patch_grid
+    from classsr_core.engine.options import InferOptions
     from classsr_core.engine.pipeline import check_router, default_batch_size, infer
     from classsr_core.engine.result import InferResult
 

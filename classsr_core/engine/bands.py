@@ -10,12 +10,17 @@ by band, pixel for pixel:
    :class:`~classsr_core.engine.pipeline.RoutePlan` of the whole image (what a folder
    budget needs) and a class per patch.
 2. **Execution**, band by band: the band's *kept* LR rows are cells of the grid
-   (:func:`~classsr_core.execution.regions.cell_bounds`); ``infer`` runs, with the classes
-   forced, on the patch rows that touch them plus context: in ``patches`` mode every patch
-   row whose output overlaps a kept row (so overlaps average exactly as on the whole
-   image), in ``regions`` mode every patch row within the branches' halo. The bands are cut
-   at patch rows, so the band's grid is the whole grid's rows shifted; the output rows are
-   cropped to the kept ones.
+   (:func:`~classsr_core.execution.base.cell_bounds`); ``infer`` runs, with the classes
+   forced, on the patch rows that touch them plus context. How much context, and with which
+   classes, the executor says, not this module (it knows no executor by name):
+   :meth:`~classsr_core.execution.base.Executor.band_margin` gives the LR rows of context
+   either side (``patches``: 0, every patch row whose output overlaps a kept row, so
+   overlaps average exactly as on the whole image; ``regions``: the branches' widest halo)
+   and :meth:`~classsr_core.execution.base.Executor.band_classes` the classes the band runs
+   (``regions``: the context rows on the cheapest branch). An executor that cannot be
+   streamed so says so there (an ``InputError``, before any work), as does one that does
+   not say. The bands are cut at patch rows, so the band's grid is the whole grid's rows
+   shifted; the output rows are cropped to the kept ones.
 
 Memory is the LR image (or, for an uncompressed TIFF, the band's rows), one band's canvas
 and one band of output, whatever the image's height. Two things keep it there:
@@ -49,29 +54,29 @@ pixel near a tile's edge depends a little on the cut: a level or two apart, over
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
+from classsr_core.base.defaults import default_mode
 from classsr_core.base.grid import PatchGrid, patch_grid
 from classsr_core.base.run import Run
+from classsr_core.engine.options import InferOptions
 from classsr_core.engine.pipeline import (
     RoutePlan,
-    check_budget,
+    check_options,
     get_executor,
-    get_router,
     infer,
     plan_routes,
     warn_unmet_budget,
     widest_flops,
 )
 from classsr_core.errors import InputError
-from classsr_core.execution.regions import cell_bounds, halos_for
+from classsr_core.execution.base import Executor, cell_bounds
 from classsr_core.io.images import Image, resize_alpha
 from classsr_core.io.streams import LRSource
-from classsr_core.model.defaults import default_mode
-from classsr_core.routing.base import Scores
+from classsr_core.routing.base import Router, Scores
 from classsr_core.routing.policies import choose
 
 # Bytes of float output one band may take (its canvas, context rows included): about 256 MB.
@@ -108,22 +113,20 @@ def release_freed() -> None:
 
 
 @dataclass
-class BandOptions:
-    """What ``infer`` takes, for a band run (see its docstring)."""
+class BandOptions(InferOptions):
+    """What ``infer`` takes (:class:`~classsr_core.engine.options.InferOptions`), for a band
+    run, and the band sizes. ``BandOptions.of(options, band_rows=1)`` adds them to
+    options built elsewhere."""
 
-    mode: str | None = None  # None: the model's own default (model.defaults["mode"])
-    router: str | None = None
-    patch_size: int | None = None
-    stride: int | None = None
-    batch_size: int | None = None
-    halo: int | None = None
-    amp: str | None = None
-    budget: float | None = None
-    tolerance: float | None = None
-    price: float | None = None
     band_bytes: int = BAND_BYTES
     band_rows: int | None = None  # kept patch rows per band; default from band_bytes
     stats: dict = field(default_factory=dict)  # filled by stream_bands: flops, seconds, bands
+
+    @classmethod
+    def of(cls, options: InferOptions, **bands) -> BandOptions:
+        """``options`` (any :class:`InferOptions`) with the band sizes ``bands``."""
+        engine = {k: getattr(options, k) for k in options.engine_fields()}
+        return cls(**engine, executor_options=dict(options.executor_options), **bands)
 
 
 def to_input(rgb: np.ndarray, device) -> torch.Tensor:
@@ -187,10 +190,29 @@ def _rows_per_band(model, grid: PatchGrid, width: int, opts: BandOptions) -> int
     return max(2, lr_rows // grid.stride - 2)  # and a row of context either side
 
 
+def check_streaming(model, opts: InferOptions, device=None) -> None:
+    """Refuse, before any work, options the executor does not take or an executor that
+    cannot be streamed (:meth:`~classsr_core.execution.base.Executor.band_margin`): an
+    :class:`~classsr_core.errors.InputError` that says why. Cheap (a branch's halo is
+    measured once): a command asks it once, before the first image."""
+    _streaming(model, opts, device)
+
+
+def _streaming(model, opts: InferOptions, device=None) -> tuple[Executor, Router, dict, int]:
+    """The executor, the router, the executor's options validated, and the LR rows of
+    context its bands need."""
+    executor, router_, options = check_options(model, opts)
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    margin = int(executor.band_margin(model, options, dev))
+    if margin < 0:
+        raise InputError(f"executor {executor.name!r}: band_margin must be >= 0, got {margin}")
+    return executor, router_, options, margin
+
+
 def route(model, source: LRSource, opts: BandOptions, device=None) -> tuple[RoutePlan, np.ndarray]:
     """The routing of the whole image, computed band by band: its plan and the classes
     ``(rows, cols)`` ``infer`` would choose on the whole image with ``opts``."""
-    check_budget(model, opts.budget)
+    executor, router_, options, _ = _streaming(model, opts, device)
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     height, width = source.height, source.width
     grid = whole_grid(model, height, width, opts)
@@ -201,15 +223,7 @@ def route(model, source: LRSource, opts: BandOptions, device=None) -> tuple[Rout
         ra, rb = max(r0 - 1, 0), min(r1 + 1, grid.rows)
         y0, y1 = _row_span(grid, height, ra, rb)
         x = to_input(source.rgb(y0, y1), dev)
-        plan = plan_routes(
-            model,
-            x,
-            mode=opts.mode,
-            router=opts.router,
-            patch_size=grid.patch_size,
-            stride=grid.stride,
-            halo=opts.halo,
-        )
+        plan = plan_routes(model, x, opts, patch_size=grid.patch_size, stride=grid.stride)
         del x
         release_freed()
         if plan.num_patches != (rb - ra) * grid.cols:  # the band's grid is not the whole's
@@ -217,10 +231,8 @@ def route(model, source: LRSource, opts: BandOptions, device=None) -> tuple[Rout
         parts.append(_rows_of(plan.scores, (r0 - ra) * grid.cols, (r1 - ra) * grid.cols))
         costs = plan.costs
     scores = _concat(parts)
-    executor = get_executor(mode_of(model, opts))
     # The executor's view of the whole image without its pixels: a geometry-only run (the
     # regions executor's cost is a function of the grid, the halos and the image size).
-    options = {"blend": "mean", "halo": opts.halo, "max_cells": None}
     p = grid.patch_size
     stub = torch.zeros(1, model.in_channels, p, p, device=dev)
     sizes = [1] * len(model.branches)
@@ -240,7 +252,7 @@ def route(model, source: LRSource, opts: BandOptions, device=None) -> tuple[Rout
         price=opts.price,
         costs=costs,
         fraction_of=fraction_of,
-        router=get_router(model, opts.router).name,
+        router=router_.name,
     )
     release_freed()  # the budget search's plans: before the first band runs
     return plan, classes.numpy().reshape(grid.rows, grid.cols)
@@ -248,12 +260,10 @@ def route(model, source: LRSource, opts: BandOptions, device=None) -> tuple[Rout
 
 def bands(model, grid: PatchGrid, height: int, opts: BandOptions, device=None) -> list[tuple]:
     """``(kept LR rows y0, y1, run patch rows ra, rb, kept patch rows r0, r1)`` per band,
-    top to bottom."""
+    top to bottom: every patch row whose patches reach within the executor's
+    :meth:`~classsr_core.execution.base.Executor.band_margin` of the kept rows runs."""
+    margin = _streaming(model, opts, device)[3]
     bounds = cell_bounds(grid.ys, grid.patch_size, height)
-    margin = 0
-    if mode_of(model, opts) != "patches":
-        dev = torch.device(device) if device is not None else next(model.parameters()).device
-        margin = max(halos_for(model, opts.halo, dev), default=0)
     ys = np.asarray(grid.ys)
     p = grid.patch_size
     out = []
@@ -275,32 +285,22 @@ def stream_bands(
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     height, width, scale = source.height, source.width, int(model.scale)
     grid = whole_grid(model, height, width, opts)
-    mode = mode_of(model, opts)
+    executor = _streaming(model, opts, dev)[0]
+    # Every band runs the same options with the whole image's classes forced (the routing
+    # knobs have done their work in route()), on the band's rows of the whole grid.
+    band_opts = InferOptions.build(
+        replace(opts, budget=None, tolerance=None, price=None),
+        mode=mode_of(model, opts),
+        patch_size=grid.patch_size,
+        stride=grid.stride,
+    )
     stats = opts.stats
     stats.update(flops=0.0, seconds=0.0, bands=0)
     for y0, y1, ra, rb, r0, r1 in bands(model, grid, height, opts, dev):
         top, bottom = _row_span(grid, height, ra, rb)
         x = to_input(source.rgb(top, bottom), dev)
-        forced = classes[ra:rb]
-        if mode != "patches":
-            # Context rows only lend their pixels to the halos: their outputs are cropped
-            # off, so they run the cheapest branch. (In "patches" mode their outputs are
-            # averaged into the kept rows and keep their own classes.)
-            forced = forced.copy()
-            forced[: r0 - ra] = 0
-            forced[r1 - ra :] = 0
-        result = infer(
-            model,
-            x,
-            classes=forced,
-            mode=mode,
-            router=opts.router,
-            patch_size=grid.patch_size,
-            stride=grid.stride,
-            batch_size=opts.batch_size,
-            halo=opts.halo,
-            amp=opts.amp,
-        )
+        forced = executor.band_classes(classes[ra:rb], slice(r0 - ra, r1 - ra))
+        result = infer(model, x, options=band_opts, classes=forced)
         stats["flops"] += float(result.flops)
         stats["seconds"] += float(result.timings["total"])
         stats["bands"] += 1

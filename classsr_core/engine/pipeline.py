@@ -15,20 +15,22 @@ import re
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 
-from classsr_core.analysis.flops import count_flops
 from classsr_core.base.costs import PatchCosts
+from classsr_core.base.defaults import default_mode
+from classsr_core.base.flops import count_flops
 from classsr_core.base.grid import check_classes, pad_to, patch_grid
 from classsr_core.base.run import Run
 from classsr_core.engine.convert import from_tensor, model_device, model_dtype, to_tensor
+from classsr_core.engine.options import InferOptions
 from classsr_core.engine.result import InferResult
 from classsr_core.errors import BudgetWarning, DeviceWarning, InputError, PluginError
 from classsr_core.execution.base import Executor
-from classsr_core.model.defaults import default_mode
 from classsr_core.plugins import get_registry, lookup
 from classsr_core.routing.base import Router, Scores
 from classsr_core.routing.policies import capped, choose
@@ -52,10 +54,11 @@ def infer(
     model,
     image,
     *,
+    options: InferOptions | None = None,
     patch_size: int | None = None,
     stride: int | None = None,
     batch_size: int | None = None,
-    blend: str = "mean",
+    blend: str | None = None,
     budget: float | None = None,
     device: str | torch.device | None = None,
     classes=None,
@@ -66,6 +69,7 @@ def infer(
     router: str | None = None,
     tolerance: float | None = None,
     price: float | None = None,
+    **executor_options,
 ) -> InferResult:
     """Run a whole image through ``model`` (a :class:`~classsr_core.model.ClassWrapper`).
 
@@ -86,7 +90,12 @@ def infer(
             defaults to the patch size).
         batch_size: patches per branch call (the classifier takes at least 128); default
             per device type and branch cost (:func:`default_batch_size`).
-        blend: ``"patches"`` only: ``"mean"`` (average over overlaps) or ``"window"``.
+        options: an :class:`~classsr_core.engine.options.InferOptions` holding any of the
+            options below (the keywords given here win): what a tool that passes the same
+            options to many runs builds once.
+        blend: an option of ``"patches"`` (its ``options_model``, as ``halo`` and
+            ``max_cells`` are of ``"regions"``; an executor refuses an option it does not
+            take): ``"mean"`` (average over overlaps, the default) or ``"window"``.
         budget: target FLOPs as a fraction of the widest branch on the same tiling
             (true multiply-adds, routing included); every image lands within about a
             patch's cost step of it. ``None``: the router's own routing.
@@ -123,12 +132,31 @@ def infer(
             to reach for; ``budget`` fixes the FLOPs instead.
         price: the trade-off of the router's utility per multiply-add per LR pixel (what a
             tolerance or a folder budget resolves to); for tools, not a user knob.
+        executor_options: the options of a plugin executor (its ``options_model``); an
+            option the executor does not take (``halo`` with ``mode="patches"``, a typo) is
+            refused with an ``InputError`` naming the executor and the options it knows.
     """
     t_start = time.perf_counter()
-    options = {"blend": blend, "halo": halo, "max_cells": max_cells}
-    executor, router_ = _check_options(model, mode, router, options, budget, amp, batch_size)
+    opts = InferOptions.build(
+        options,
+        patch_size=patch_size,
+        stride=stride,
+        batch_size=batch_size,
+        blend=blend,
+        budget=budget,
+        mode=mode,
+        halo=halo,
+        max_cells=max_cells,
+        amp=amp,
+        router=router,
+        tolerance=tolerance,
+        price=price,
+        **executor_options,
+    )
+    executor, router_, options = check_options(model, opts)
+    budget, tolerance, price, amp = opts.budget, opts.tolerance, opts.price, opts.amp
     _check_knobs(budget, tolerance, price)
-    setup = _setup(model, image, executor, router_, patch_size, stride, batch_size, device)
+    setup = _setup(model, image, executor, router_, opts, device)
     x, kind, dev, grid, costs, sizes, p, s = setup
     if amp == "fp16" and dev.type == "cpu":
         warnings.warn(
@@ -212,7 +240,7 @@ def _result(run: Run, output, routed, scores, spent, executor, router_) -> Infer
         stride=grid.stride,
         scale=int(run.model.scale),
         batch_sizes=run.batch_sizes,
-        blend=run.options["blend"],
+        blend=run.options.get("blend", "mean"),
         device=str(run.device),
         padding=(grid.height - run.height, grid.width - run.width),
         flops_per_patch=run.costs,
@@ -247,24 +275,21 @@ class RoutePlan:
 def plan_routes(
     model,
     image,
+    options: InferOptions | None = None,
     *,
-    mode: str | None = None,
-    router: str | None = None,
-    patch_size: int | None = None,
-    stride: int | None = None,
-    halo: int | None = None,
-    max_cells: int | None = None,
     device: str | torch.device | None = None,
+    **keywords,
 ) -> RoutePlan:
-    """Score ``image`` with ``router`` as :func:`infer` would, without running a branch: a
+    """Score ``image`` with the router as :func:`infer` would, without running a branch: a
     folder budget (:mod:`classsr_core.routing.folder`) finds one price for many images.
-    ``mode=None``: the model's own default, as in :func:`infer`."""
-    options = {"blend": "mean", "halo": halo, "max_cells": max_cells}
-    executor, router_ = _check_options(model, mode, router, options, None, None, None)
-    setup = _setup(model, image, executor, router_, patch_size, stride, None, device)
+    ``options`` / ``keywords``: :func:`infer`'s (``mode=None``: the model's own default, as
+    in :func:`infer`); the routing knobs (budget, tolerance, price) are not read."""
+    opts = InferOptions.build(options, **keywords)
+    executor, router_, exec_options = check_options(model, replace(opts, budget=None, amp=None))
+    setup = _setup(model, image, executor, router_, replace(opts, batch_size=None), device)
     x, kind, dev, grid, costs, sizes, p, s = setup
     with _eval_mode(model), torch.inference_mode():
-        run = _open_run(model, x, kind, dev, grid, costs, sizes, options)
+        run = _open_run(model, x, kind, dev, grid, costs, sizes, exec_options)
         scores = router_.score(run)
         executor.prepare(run)
         fraction_of = executor.fraction_of(run)
@@ -300,7 +325,7 @@ def get_executor(name: str) -> Executor:
 
 def patch_costs(model, patch_size: int, router: Router) -> PatchCosts:
     """fvcore multiply-adds of routing and of each branch on one patch (cached by
-    :func:`~classsr_core.analysis.flops.count_flops`); NaN with a warning when uncountable."""
+    :func:`~classsr_core.base.flops.count_flops`); NaN with a warning when uncountable."""
     shape = (1, model.in_channels, patch_size, patch_size)
     try:
         routing = router.cost(model, patch_size)
@@ -327,10 +352,10 @@ def check_router(model, router: str | None):
     return r.state(model)
 
 
-def _setup(model, image, executor, router_, patch_size, stride, batch_size, device):
+def _setup(model, image, executor, router_, opts: InferOptions, device):
     """The image as a tensor, the device, the grid, the costs and the batch sizes."""
-    p = int(patch_size if patch_size is not None else model.patch_size)
-    s = int(stride if stride is not None else executor.default_stride(model, p))
+    p = int(opts.patch_size if opts.patch_size is not None else model.patch_size)
+    s = int(opts.stride if opts.stride is not None else executor.default_stride(model, p))
     x, kind = to_tensor(image, model.in_channels)
     dev = torch.device(device) if device is not None else model_device(model)
     if device is not None:
@@ -338,8 +363,8 @@ def _setup(model, image, executor, router_, patch_size, stride, batch_size, devi
     grid = patch_grid(x.shape[-2], x.shape[-1], p, s)
     costs = patch_costs(model, p, router_)
     sizes = (
-        [int(batch_size)] * len(model.branches)
-        if batch_size is not None
+        [int(opts.batch_size)] * len(model.branches)
+        if opts.batch_size is not None
         else [default_batch_size(dev, f) for f in costs.branches]
     )
     return x, kind, dev, grid, costs, sizes, p, s
@@ -365,20 +390,20 @@ def check_budget(model, budget) -> None:
         raise InputError("budget= needs a model with at least two branches to choose from")
 
 
-def _check_options(model, mode, router, options, budget, amp, batch_size):
-    check_budget(model, budget)
-    if amp is not None and amp not in AMP:
-        raise InputError(f"amp must be None, 'fp16' or 'bf16', got {amp!r}")
-    executor = get_executor(default_mode(model, mode))
-    executor.check(options)
-    router_ = get_router(model, router)
-    if options["halo"] is not None and int(options["halo"]) < 0:
-        raise InputError(f"halo must be 0 or more LR pixels, got {options['halo']}")
-    if options["max_cells"] is not None and int(options["max_cells"]) < 1:
-        raise InputError(f"max_cells must be at least 1, got {options['max_cells']}")
-    if batch_size is not None and int(batch_size) < 1:
-        raise InputError(f"batch_size must be at least 1, got {batch_size}")
-    return executor, router_
+def check_options(model, opts: InferOptions) -> tuple[Executor, Router, dict[str, Any]]:
+    """``opts`` checked against ``model`` before any work: the executor (``opts.mode``, else
+    the model's default), the router, and the executor's options validated by its
+    ``options_model`` (the dict a run's ``options`` holds). Raises an
+    :class:`~classsr_core.errors.InputError` that names what is wrong."""
+    check_budget(model, opts.budget)
+    if opts.amp is not None and opts.amp not in AMP:
+        raise InputError(f"amp must be None, 'fp16' or 'bf16', got {opts.amp!r}")
+    executor = get_executor(default_mode(model, opts.mode))
+    options = executor.parse_options(opts.executor_options)
+    router_ = get_router(model, opts.router)
+    if opts.batch_size is not None and int(opts.batch_size) < 1:
+        raise InputError(f"batch_size must be at least 1, got {opts.batch_size}")
+    return executor, router_, options
 
 
 def _check_knobs(budget, tolerance, price) -> None:

@@ -15,22 +15,37 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import field_validator
 
 from classsr_core.base.run import Run
 from classsr_core.errors import InputError
-from classsr_core.execution.base import Executor
+from classsr_core.execution.base import Executor, ExecutorOptions
 from classsr_core.plugins.hookspecs import hookimpl
 
 BLENDS = ("mean", "window")
 
 
+class PatchesOptions(ExecutorOptions):
+    """The options of ``mode="patches"``."""
+
+    blend: str = "mean"  # "mean": overlaps averaged (the paper); "window": patch centres favoured
+
+    @field_validator("blend", mode="before")
+    @classmethod
+    def _blend(cls, value: Any) -> str:
+        if value not in BLENDS:
+            raise ValueError(f"blend must be one of {BLENDS}, got {value!r}")
+        return value
+
+
 class PatchesExecutor(Executor):
     name = "patches"
+    options_model = PatchesOptions
 
-    def check(self, options: dict[str, Any]) -> None:
-        blend = options.get("blend", "mean")
-        if blend not in BLENDS:
-            raise InputError(f"blend must be one of {BLENDS}, got {blend!r}")
+    def band_margin(self, model, options: dict[str, Any], device: torch.device) -> int:
+        # The patch rows that overlap a band's kept rows are all it needs: each kept pixel
+        # then sums the same patch outputs, in the same order, as on the whole image.
+        return 0
 
     def execute(self, run: Run, assign: torch.Tensor) -> tuple[Any, float, float, int]:
         canvas = _run_patches(run, assign, run.options.get("blend", "mean"))

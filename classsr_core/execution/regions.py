@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import field_validator, model_validator
 from torch import nn
 
 from classsr_core.base.run import Run, as_input, weights_dtype
 from classsr_core.errors import InputError
-from classsr_core.execution.base import Executor
+from classsr_core.execution.base import Executor, ExecutorOptions, cell_bounds
 from classsr_core.plugins.hookspecs import hookimpl
 
 # A halo beyond this many LR pixels buys little: outputs deep inside a network's receptive
@@ -51,16 +52,6 @@ class Rect:
     y1: int
     x0: int
     x1: int
-
-
-def cell_bounds(starts, patch_size: int, length: int) -> np.ndarray:
-    """Edges of the cells along one axis: patch ``i`` owns ``[b[i], b[i+1])``.
-
-    Neighbouring patches overlap on ``[start[i], start[i-1] + p)``; the edge is its middle,
-    so every cell lies inside its own patch."""
-    starts = np.asarray(starts, dtype=np.int64)
-    inner = (starts[1:] + starts[:-1] + patch_size) // 2
-    return np.concatenate([[0], inner, [length]]).astype(np.int64)
 
 
 def merge_cells(class_map: np.ndarray, max_cells: int = MAX_CELLS) -> list[tuple[int, ...]]:
@@ -184,14 +175,51 @@ def class_pixels(batches, m: int) -> list[int]:
     return pixels
 
 
+def _whole(name: str, value: Any, low: int, what: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a whole number, got {value!r}") from None
+    if number < low:
+        raise ValueError(f"{name} must be {what}, got {value}")
+    return number
+
+
+class RegionsOptions(ExecutorOptions):
+    """The options of ``mode="regions"``."""
+
+    # LR pixels of context around each tile, every branch alike; None: each branch's
+    # measured receptive field, narrowed to the halo the model records (halos_for).
+    halo: int | None = None
+    max_cells: int = MAX_CELLS  # the largest tile, in cells a side
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blend(cls, data: Any) -> Any:
+        # ``blend="mean"`` is what regions do anyway (nothing overlaps): accepted, as before
+        # options were the executor's; any other blend is an error that says why.
+        if isinstance(data, dict) and "blend" in data:
+            if data["blend"] != "mean":
+                raise ValueError("blend applies to mode='patches' only: regions do not overlap")
+            data = {k: v for k, v in data.items() if k != "blend"}
+        return data
+
+    @field_validator("halo", mode="before")
+    @classmethod
+    def _halo(cls, value: Any) -> int | None:
+        return None if value is None else _whole("halo", value, 0, "0 or more LR pixels")
+
+    @field_validator("max_cells", mode="before")
+    @classmethod
+    def _max_cells(cls, value: Any) -> int:
+        return _whole("max_cells", value, 1, "at least 1")
+
+
 class RegionsExecutor(Executor):
     """Same-class patches merged into rectangles with a halo (module docstring)."""
 
     name = "regions"
-
-    def check(self, options: dict[str, Any]) -> None:
-        if options.get("blend", "mean") != "mean":
-            raise InputError("blend applies to mode='patches' only: regions do not overlap")
+    options_model = RegionsOptions
 
     def default_stride(self, model, patch_size: int) -> int:
         # Regions need no overlap (halos give the context): the routing grid defaults to
@@ -202,6 +230,18 @@ class RegionsExecutor(Executor):
         run.info["halos"] = halos_for(run.model, run.options.get("halo"), run.device)
         cap = run.options.get("max_cells")
         run.info["max_cells"] = MAX_CELLS if cap is None else int(cap)
+
+    def band_margin(self, model, options: dict[str, Any], device: torch.device) -> int:
+        # A kept pixel's tile reads its halo of real image around it: the patch rows within
+        # the widest halo must be there to lend their pixels.
+        return max(halos_for(model, options.get("halo"), device), default=0)
+
+    def band_classes(self, classes: np.ndarray, keep: slice) -> np.ndarray:
+        # Context rows only lend their pixels to the halos: their outputs are cropped off,
+        # so they run the cheapest branch.
+        forced = np.zeros_like(classes)
+        forced[keep] = classes[keep]
+        return forced
 
     def plan(self, run: Run, assign: np.ndarray) -> tuple[list, tuple[float, float]]:
         """The tile batches of an assignment, and their multiply-adds and fraction."""

@@ -12,6 +12,7 @@ from torch import nn
 
 from classsr_core.checks import check_increasing
 from classsr_core.errors import InputError
+from classsr_core.model.options import WrapperOptions
 from classsr_core.model.sharing import share_weights
 from classsr_core.model.spec import ModelSpec
 from classsr_core.plugins import import_code, is_code_reference, lookup, resolve
@@ -21,34 +22,22 @@ _GENERATOR_KEYWORDS = {"widths": "width", "depths": "depth", "width_depths": "wi
 
 
 def build_branches(
-    backbone,
-    *,
-    widths,
-    depths,
-    width_depths,
-    scale: int,
-    in_channels: int,
-    width_arg: str | None,
-    depth_arg: str | None,
-    backbone_kwargs: dict[str, Any],
-    shared_weights: bool,
-    generator: str | None,
-    trust_code: bool,
-    rest: dict[str, Any],
+    backbone, options: WrapperOptions, trust_code: bool
 ) -> tuple[list[nn.Module], dict[str, Any]]:
-    """The branches, cheapest first, and the spec record that rebuilds the model (``rest``:
-    the classifier and tiling fields, recorded as given)."""
+    """The branches, cheapest first, and the spec record that rebuilds the model (the
+    classifier and tiling fields of ``options`` recorded as given)."""
     if backbone is None:
         raise InputError("ClassWrapper needs a backbone name or class, or branches=[...]")
-    factory, meta, backbone_name = _resolve_backbone(backbone, width_arg, depth_arg, trust_code)
-    keyword_gen, values = _pick_generator(widths, depths, width_depths)
+    o = options
+    factory, meta, backbone_name = _resolve_backbone(backbone, o.width_arg, o.depth_arg, trust_code)
+    keyword_gen, values = _pick_generator(o.widths, o.depths, o.width_depths)
     scales = meta.get("scales")
-    if scales is not None and scale not in scales:
+    if scales is not None and o.scale not in scales:
         raise InputError(
-            f"backbone {backbone_name!r} cannot upscale by {scale}; "
+            f"backbone {backbone_name!r} cannot upscale by {o.scale}; "
             f"it supports scales {sorted(scales)}"
         )
-    gen = lookup("branch_generators", generator or keyword_gen).factory
+    gen = lookup("branch_generators", o.generator or keyword_gen).factory
     try:
         branch_kwargs = gen(
             values, width_arg=meta.get("width_arg"), depth_arg=meta.get("depth_arg")
@@ -56,26 +45,26 @@ def build_branches(
     except InputError as exc:  # e.g. "this backbone declares no width argument": say which
         raise InputError(f"backbone {backbone_name!r}: {exc}") from None
     built = [
-        _call_factory(factory, scale, in_channels, {**backbone_kwargs, **kw})
+        _call_factory(factory, o.scale, o.in_channels, {**o.backbone_kwargs, **kw})
         for kw in branch_kwargs
     ]
     if scales is None:  # an unregistered class: check what it really does
-        _probe_scale(built[0], scale, in_channels, backbone_name)
-    if shared_weights:
+        _probe_scale(built[0], o.scale, o.in_channels, backbone_name)
+    if o.shared_weights:
         built = share_weights(built)
     # A rebuild of one's own class needs the argument names; a registered one declares them.
-    own = not isinstance(backbone, str) or is_code_reference(backbone) or width_arg or depth_arg
+    own = not isinstance(backbone, str) or is_code_reference(backbone) or o.width_arg or o.depth_arg
     spec = ModelSpec(
         backbone=backbone_name,
         **{gen_name_to_keyword(keyword_gen): _plain(values)},
-        scale=scale,
-        in_channels=in_channels,
-        backbone_kwargs=backbone_kwargs,
-        shared_weights=shared_weights,
-        generator=generator or None,
-        width_arg=width_arg if own else None,
-        depth_arg=depth_arg if own else None,
-        **rest,
+        scale=o.scale,
+        in_channels=o.in_channels,
+        backbone_kwargs=o.backbone_kwargs,
+        shared_weights=o.shared_weights,
+        generator=o.generator or None,
+        width_arg=o.width_arg if own else None,
+        depth_arg=o.depth_arg if own else None,
+        **o.tiling_and_classifier(),
     )
     return built, spec.record()
 

@@ -27,7 +27,7 @@ def routing_costs(model) -> tuple[float, tuple[float, ...]] | None:
     ``patch_size`` patch, or ``None`` where they are not counted: no classifier, a model on
     the meta device (training configs are validated so) or off the CPU, branches deeper than
     :data:`MAX_MODULES`, or a trace that fails or leaves ops uncounted. Counts go through
-    :func:`~classsr_core.analysis.flops.count_flops`, whose cache the engine reads later."""
+    :func:`~classsr_core.base.flops.count_flops`, whose cache the engine reads later."""
     if getattr(model, "classifier", None) is None or len(model.branches) < 2:
         return None
     tensors = [*model.parameters(), *model.buffers()]
@@ -38,7 +38,7 @@ def routing_costs(model) -> tuple[float, tuple[float, ...]] | None:
         return _VERDICTS[key]
     costs = None
     if max(sum(1 for _ in b.modules()) for b in model.branches) <= MAX_MODULES:
-        from classsr_core.analysis import flops
+        from classsr_core.base import flops
 
         shape = (1, model.in_channels, model.patch_size, model.patch_size)
         modules = [model.classifier, *model.branches]

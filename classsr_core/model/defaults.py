@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from classsr_core.base.defaults import FALLBACK_MODE, default_mode, recorded_mode
 from classsr_core.errors import InputError
 
-# The executor infer(mode=None) runs when the model records none: the paper's overlapping
-# patches, so that a model without a recorded default behaves as it always did.
-FALLBACK_MODE = "patches"
+__all__ = ["FALLBACK_MODE", "KNOWN", "check_defaults", "default_mode", "recorded_mode"]
 
 
 def _is_executor(value: Any) -> bool:
@@ -53,20 +52,3 @@ def check_defaults(data: Any) -> dict[str, Any]:
         if not ok(value):
             raise InputError(f"model default {key}={value!r}: must be {what}")
     return dict(data)
-
-
-def default_mode(model: Any, mode: str | None = None) -> str:
-    """The executor to run: ``mode`` when given, else the one ``model`` records
-    (``model.defaults["mode"]``), else the paper's ``"patches"``."""
-    if mode is not None:
-        return mode
-    recorded = (getattr(model, "defaults", None) or {}).get("mode")
-    return recorded or FALLBACK_MODE
-
-
-def recorded_mode(meta: dict[str, Any] | None) -> str:
-    """What :func:`default_mode` gives for a checkpoint's metadata (its header, before the
-    model is loaded)."""
-    defaults = (meta or {}).get("defaults") or {}
-    mode = defaults.get("mode") if isinstance(defaults, dict) else None
-    return mode if isinstance(mode, str) and mode else FALLBACK_MODE

@@ -3,26 +3,31 @@
 Training mode returns the soft mix ``sum_i p_i * branch_i(x)`` (the paper's eq. 1) and the
 probabilities; eval mode routes each patch by argmax and runs every branch once, on the
 batch of its own patches. Whole images go through :meth:`ClassWrapper.infer` (the tile
-engine in :mod:`classsr_core.engine`).
+engine in :mod:`classsr_core.engine`, imported when first used: the model needs no engine,
+and names no router, to be built, trained or saved).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from classsr_core.checks import check_tiling
-from classsr_core.engine import InferResult, infer
 from classsr_core.errors import CheckpointError, InputError
 from classsr_core.io.checkpoint import save_state
 from classsr_core.io.official import load_official_into, official_kwargs
 from classsr_core.model.builder import build_branches, build_classifier
 from classsr_core.model.checks import check_routing_cost
+from classsr_core.model.options import WrapperOptions
+
+if TYPE_CHECKING:
+    from classsr_core.engine import InferResult
 
 
 class ClassWrapper(nn.Module):
@@ -37,6 +42,7 @@ class ClassWrapper(nn.Module):
         scale: upscaling factor (1 for denoising / deblocking).
         classifier: a registered classifier name (``classsr`` or ``timm:<model>``).
         width_arg, depth_arg: the backbone's keyword names; registered backbones declare them.
+        in_channels: image channels (3: RGB).
         branches: explicit branch modules instead of a backbone.
         patch_size, stride: the tiling used by :meth:`infer` (32 / 28 as the paper).
         shared_weights: build one supernet; branch i uses the leading channels of the widest
@@ -48,6 +54,9 @@ class ClassWrapper(nn.Module):
         trust_code: allow ``backbone`` to be a ``"module:qualname"`` string, which imports
             that module and so runs its code. Without it only registered names (and
             classes you pass yourself) are accepted; see docs/safety.md.
+        options: all of the keywords above but ``backbone``, ``branches`` and
+            ``trust_code`` as one :class:`~classsr_core.model.options.WrapperOptions`;
+            keywords given beside it override its fields.
     """
 
     def __init__(
@@ -55,68 +64,44 @@ class ClassWrapper(nn.Module):
         backbone: str | Callable[..., nn.Module] | None = None,
         widths: Sequence[int] | None = None,
         *,
-        depths: Sequence[int] | None = None,
-        width_depths: Sequence[Sequence[int]] | None = None,
-        scale: int = 4,
-        classifier: str = "classsr",
-        width_arg: str | None = None,
-        depth_arg: str | None = None,
         branches: Sequence[nn.Module] | None = None,
-        in_channels: int = 3,
-        patch_size: int = 32,
-        stride: int = 28,
-        backbone_kwargs: dict[str, Any] | None = None,
-        classifier_kwargs: dict[str, Any] | None = None,
-        shared_weights: bool = False,
-        generator: str | None = None,
         trust_code: bool = False,
+        options: WrapperOptions | None = None,
+        **keywords: Any,
     ) -> None:
         super().__init__()
-        check_tiling(patch_size, stride)
-        if scale < 1 or int(scale) != scale:
-            raise InputError(f"scale must be a positive integer, got {scale}")
-        self.scale = int(scale)
-        self.in_channels = in_channels
-        self.patch_size = patch_size
-        self.stride = stride
-        backbone_kwargs = dict(backbone_kwargs or {})
-        classifier_kwargs = dict(classifier_kwargs or {})
+        if widths is not None:
+            keywords["widths"] = widths
+        opts = WrapperOptions.merge(options, keywords)
+        check_tiling(opts.patch_size, opts.stride)
+        if opts.scale < 1 or int(opts.scale) != opts.scale:
+            raise InputError(f"scale must be a positive integer, got {opts.scale}")
+        opts = replace(opts, scale=int(opts.scale))
+        self.scale = opts.scale
+        self.in_channels = opts.in_channels
+        self.patch_size = opts.patch_size
+        self.stride = opts.stride
 
         if branches is not None:
             if backbone is not None:
                 raise InputError("give either a backbone or explicit branches, not both")
             if not branches:
                 raise InputError("branches is empty: give at least one module")
-            if shared_weights:
+            if opts.shared_weights:
                 raise InputError("shared_weights needs a backbone to slice, not explicit branches")
             self.branches = nn.ModuleList(branches)
             self.spec: dict[str, Any] | None = None  # explicit modules cannot be rebuilt
         else:
-            built, self.spec = build_branches(
-                backbone,
-                widths=widths,
-                depths=depths,
-                width_depths=width_depths,
-                scale=self.scale,
-                in_channels=in_channels,
-                width_arg=width_arg,
-                depth_arg=depth_arg,
-                backbone_kwargs=backbone_kwargs,
-                shared_weights=shared_weights,
-                generator=generator,
-                trust_code=trust_code,
-                rest={
-                    "classifier": classifier,
-                    "patch_size": patch_size,
-                    "stride": stride,
-                    "classifier_kwargs": classifier_kwargs,
-                },
-            )
+            built, self.spec = build_branches(backbone, opts, trust_code)
             self.branches = nn.ModuleList(built)
 
         self.num_classes = len(self.branches)
         self.classifier = build_classifier(
-            classifier, self.num_classes, in_channels, patch_size, classifier_kwargs
+            opts.classifier,
+            self.num_classes,
+            opts.in_channels,
+            opts.patch_size,
+            opts.classifier_kwargs,
         )
         # Calibrated router state by router name (the edge table under "edge"), saved with
         # the model; and the router infer(router=None) uses, recorded in the checkpoint.
@@ -164,11 +149,15 @@ class ClassWrapper(nn.Module):
         and clipped to 0..255; a float tensor ``(1, C, H, W)`` / ``(C, H, W)`` in [0, 1]
         gives a float tensor (same dtype and device) out, raw: not clipped, so values may
         overshoot [0, 1] a little; clamp before saving or comparing."""
+        from classsr_core.engine import infer  # here: the model imports no engine module
+
         return infer(self, image, **options)
 
     @property
     def edge_table(self):
-        """The edge router's calibrated table (``router_states["edge"]``), or ``None``."""
+        """Deprecated alias of ``router_states["edge"]`` (the edge router's calibrated table,
+        or ``None``), kept for code written before routers were plugins; a router's state
+        lives in :attr:`router_states` under the router's name."""
         return self.router_states.get("edge")
 
     @edge_table.setter

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from classsr_core.analysis.flops import count_flops
+from classsr_core.base.flops import count_flops
 from classsr_core.base.run import Run
 from classsr_core.plugins.hookspecs import hookimpl
 from classsr_core.routing.base import Router, Scores

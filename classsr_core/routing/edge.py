@@ -280,7 +280,7 @@ class EdgeTable:
 def branch_pixel_costs(model) -> list[float]:
     """Each branch's multiply-adds per LR pixel (fvcore, cached): what a table's prices are
     per; an ``InputError`` when a branch cannot be counted."""
-    from classsr_core.analysis.flops import count_flops
+    from classsr_core.base.flops import count_flops
 
     p = int(model.patch_size)
     return [count_flops(b, (1, model.in_channels, p, p)) / (p * p) for b in model.branches]

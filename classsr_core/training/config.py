@@ -38,15 +38,29 @@ class ModelSection(ModelSpec):
         return out
 
 
+class PairedFolders(StrictModel):
+    """Paired data: degraded inputs and their targets, matched by file name without the
+    extension; the task's inputs are then read, not made (docs/tasks/paired.md)."""
+
+    inputs: str = Field(..., description="folder of degraded inputs (rainy, noisy, LR, ...)")
+    targets: str = Field(
+        ...,
+        description="folder of targets of the same names, each its input's size x the task's scale",
+    )
+
+
 class DataSection(StrictModel):
     """Where the HR images are and how they become training sub-images."""
 
-    train: str = Field(
+    train: str | PairedFolders = Field(
         ...,
-        description="folder of HR images (PNG/JPEG/TIFF), or 'skimage:name,name' for the "
-        "photos scikit-image ships",
+        description="folder of HR images (PNG/JPEG/TIFF), 'skimage:name,name' for the "
+        "photos scikit-image ships (the task makes the inputs of both), or paired folders "
+        "{inputs: DIR, targets: DIR}",
     )
-    val: str | None = Field(None, description="folder (or skimage:...) of validation images")
+    val: str | PairedFolders | None = Field(
+        None, description="folder (or skimage:..., or {inputs, targets}) of validation images"
+    )
     store: str | None = Field(None, description="where sub-images go (default: OUT/data)")
     scales: list[float] = Field(
         default_factory=lambda: [1.0],
@@ -55,10 +69,43 @@ class DataSection(StrictModel):
     crop: int = Field(128, ge=4, description="HR sub-image size (the paper: 128)")
     step: int = Field(64, ge=1, description="HR sub-image step (the paper: 64)")
 
+    @field_validator("train", "val", mode="before")
+    @classmethod
+    def _folder_or_pairs(cls, value: Any) -> Any:
+        """A string stays a folder; a mapping must be exactly ``{inputs, targets}`` (said
+        so in one line, not as a union's two failures)."""
+        if value is None or isinstance(value, (str, PairedFolders)):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError(
+                "give a folder (or skimage:name,name), or paired folders {inputs: DIR, "
+                "targets: DIR}"
+            )
+        keys = set(value)
+        if keys != {"inputs", "targets"}:
+            missing = sorted({"inputs", "targets"} - keys)
+            unknown = sorted(keys - {"inputs", "targets"})
+            what = [f"missing {', '.join(missing)}"] if missing else []
+            what += [f"unknown key(s) {', '.join(unknown)}"] if unknown else []
+            raise ValueError(
+                f"paired folders take exactly inputs and targets ({'; '.join(what)}), e.g. "
+                "{inputs: data/rain/input, targets: data/rain/clean}"
+            )
+        if not all(isinstance(v, str) for v in value.values()):
+            raise ValueError("paired folders: inputs and targets must be folder paths")
+        return PairedFolders(**value)
+
     @model_validator(mode="after")
     def _check(self) -> DataSection:
         if not self.scales or any(not 0 < s <= 1 for s in self.scales):
             raise ValueError(f"scales must be in (0, 1], got {self.scales}")
+        paired = isinstance(self.train, PairedFolders) or isinstance(self.val, PairedFolders)
+        if paired and self.scales != [1.0]:
+            raise ValueError(
+                f"scales {self.scales}: paired data is used as it is; shrinking an input "
+                "would change its degradation, so multi-scale copies need clean images "
+                "(leave scales out)"
+            )
         return self
 
 

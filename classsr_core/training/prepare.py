@@ -23,7 +23,7 @@ import numpy as np
 from classsr_core._basicsr import imresize  # cheap: basicsr itself loads on first call
 from classsr_core.errors import ClassSRError, ConfigError, InputError
 from classsr_core.io.atomic import atomic_path, atomic_write_text
-from classsr_core.training.sources import Source, list_sources
+from classsr_core.training.sources import Source, check_pair_size, describe, list_sources
 
 FORMAT = "classsr-store/1"
 MANIFEST = "manifest.json"
@@ -102,93 +102,155 @@ def _open_store(cfg) -> tuple[Path, dict[str, Any]]:
     return root, {"format": FORMAT, "settings": settings}
 
 
-# -- prepare -------------------------------------------------------------------------------
-def prepare(cfg, progress: bool = True) -> dict[str, Any]:
-    """Build (or complete) the sub-image store of a training config; returns a summary."""
-    from tqdm import tqdm
+# -- prepare ------------------------------------------------------------------------------
+SPLITS = ("train", "val")
 
+
+def prepare(cfg, progress: bool = True) -> dict[str, Any]:
+    """Build (or complete) the sub-image store of a training config; returns a summary.
+
+    The steps: check the crop against the task's scale, list the images (or pairs), open the
+    store, make every (image, scale) entry not already there, close the manifest, warn about
+    what was skipped."""
     task = cfg.make_task()
-    s = task.scale
+    _check_crop(cfg, task.scale)
+    sources = _list_splits(cfg, task.scale)
+    root, manifest = _open_store(cfg)
+    run = _Run(cfg, task, root, manifest)
+    run.make_all(_jobs(cfg, sources), progress)
+    _close_manifest(cfg, root, manifest, run.new)
+    _warn_skipped(manifest)
+    return _summary(root, sources, manifest, run)
+
+
+def _check_crop(cfg, scale: int) -> None:
     crop, step = cfg.data.crop, cfg.data.step
-    if crop % s or step % s:
+    if crop % scale or step % scale:
         raise ConfigError(
             f"data.crop ({crop}) and data.step ({step}) must be multiples of the task's "
-            f"scale {s}, so that input sub-images align with HR ones"
+            f"scale {scale}, so that input sub-images align with HR ones"
         )
-    train_sources = list_sources(cfg.data.train, "train")
-    val_sources = list_sources(cfg.data.val, "val") if cfg.data.val else []
-    root, manifest = _open_store(cfg)
-    min_val = cfg.model.patch_size * s  # the tile engine needs at least one whole patch
 
-    summary: dict[str, Any] = {"store": str(root)}
-    jobs = [("train", src, scale) for src in train_sources for scale in cfg.data.scales]
-    jobs += [("val", src, 1.0) for src in val_sources]
-    old = {
-        split: {it["key"]: it for it in manifest.get(split, {}).get("items", [])}
-        for split in ("train", "val")
+
+def _list_splits(cfg, scale: int) -> dict[str, list[Source]]:
+    """The sources of each split (paired folders checked for partners and sizes here)."""
+    return {
+        "train": list_sources(cfg.data.train, "train", scale),
+        "val": list_sources(cfg.data.val, "val", scale) if cfg.data.val else [],
     }
-    old_skipped = {
-        split: {sk["key"]: sk for sk in manifest.get(split, {}).get("skipped", [])}
-        for split in ("train", "val")
-    }
-    new: dict[str, dict[str, Any]] = {
-        split: {"source": getattr(cfg.data, split), "items": [], "skipped": []}
-        for split in ("train", "val")
-    }
-    made = reused = 0
-    cache: tuple[str, np.ndarray | Exception] | None = None  # one source, all its scales
-    bar = tqdm(jobs, desc="prepare", unit="img", disable=not progress, dynamic_ncols=True)
-    for split, src, scale in bar:
+
+
+def _jobs(cfg, sources: dict[str, list[Source]]) -> list[tuple[str, Source, float]]:
+    """``(split, source, scale)`` in the order they are made: every training image at each
+    of ``data.scales`` (one source's scales together, so it is read once), then validation."""
+    jobs = [("train", src, scale) for src in sources["train"] for scale in cfg.data.scales]
+    return jobs + [("val", src, 1.0) for src in sources["val"]]
+
+
+class _Run:
+    """One pass over the jobs: what the manifest held before, and what this run keeps."""
+
+    def __init__(self, cfg, task, root: Path, manifest: dict[str, Any]) -> None:
+        self.cfg, self.task, self.root, self.manifest = cfg, task, root, manifest
+        self.old = {split: _by_key(manifest, split, "items") for split in SPLITS}
+        self.old_skipped = {split: _by_key(manifest, split, "skipped") for split in SPLITS}
+        sources = cfg.data.model_dump(mode="json")  # paired folders as a plain mapping
+        self.new: dict[str, dict[str, Any]] = {
+            split: {"source": sources[split], "items": [], "skipped": []} for split in SPLITS
+        }
+        self.made = self.reused = 0
+        self._cache: tuple[str, Any] | None = None  # one source, all its scales
+
+    def make_all(self, jobs, progress: bool) -> None:
+        from tqdm import tqdm
+
+        bar = tqdm(jobs, desc="prepare", unit="img", disable=not progress, dynamic_ncols=True)
+        for split, src, scale in bar:
+            if self._make(split, src, scale):
+                self._save_progress(split)
+                bar.set_postfix(
+                    made=self.made, reused=self.reused, skipped=len(self.new["train"]["skipped"])
+                )
+        bar.close()
+
+    def _make(self, split: str, src: Source, scale: float) -> bool:
+        """Keep, skip or make one entry; ``True`` when one was made."""
         key = f"{src.name}@{scale:g}"
-        prev = old[split].get(key)
-        if prev and prev["stamp"] == src.stamp and _files_exist(root, prev):
-            new[split]["items"].append(prev)
-            reused += 1
-            continue
-        prev_skip = old_skipped[split].get(key)
+        section = self.new[split]
+        prev = self.old[split].get(key)
+        if prev and prev["stamp"] == src.stamp and _files_exist(self.root, prev):
+            section["items"].append(prev)
+            self.reused += 1
+            return False
+        prev_skip = self.old_skipped[split].get(key)
         if prev_skip and prev_skip["stamp"] == src.stamp:
-            new[split]["skipped"].append(prev_skip)
-            continue
-        if cache is None or cache[0] != f"{split}/{src.name}":
-            try:
-                cache = (f"{split}/{src.name}", src.load())
-            except Exception as exc:  # unreadable: skip and say so, the rest still go in
-                cache = (f"{split}/{src.name}", exc)
-        image = cache[1]
-        if isinstance(image, Exception):
-            _skip(new[split], key, src, f"unreadable ({image})")
-            continue
-        item = _make_item(task, image, key, src, scale, split, crop, step, min_val, cfg.seed, root)
+            section["skipped"].append(prev_skip)
+            return False
+        loaded = self._load(split, src)
+        if isinstance(loaded, Exception):  # unreadable: skip and say so, the rest still go in
+            _skip(section, key, src, f"unreadable ({loaded})")
+            return False
+        image, given = loaded
+        data, min_val = self.cfg.data, self.cfg.model.patch_size * self.task.scale
+        args = (scale, split, data.crop, data.step, min_val, self.cfg.seed, self.root)
+        item = _make_item(self.task, image, key, src, *args, given=given)
         if isinstance(item, str):
-            _skip(new[split], key, src, item)
-            continue
-        new[split]["items"].append(item)
-        made += 1
-        # Keep entries not visited yet, so an interrupted run loses none of them.
-        done = {it["key"] for it in new[split]["items"]}
-        pending = [it for k, it in old[split].items() if k not in done]
-        manifest[split] = {**new[split], "items": new[split]["items"] + pending, "complete": False}
-        write_manifest(root, manifest)
-        bar.set_postfix(made=made, reused=reused, skipped=len(new["train"]["skipped"]))
-    bar.close()
+            _skip(section, key, src, item)
+            return False
+        section["items"].append(item)
+        self.made += 1
+        return True
 
-    for split in ("train", "val"):
+    def _load(self, split: str, src: Source):
+        """``(target, given input or None)``, or the exception that reading raised; cached
+        for the source's other scales."""
+        name = f"{split}/{src.name}"
+        if self._cache is None or self._cache[0] != name:
+            try:
+                given = src.load_input() if src.paired else None
+                self._cache = (name, (src.load(), given))
+            except Exception as exc:
+                self._cache = (name, exc)
+        return self._cache[1]
+
+    def _save_progress(self, split: str) -> None:
+        """Rewrite the manifest, keeping entries not visited yet, so an interrupted run
+        loses none of them."""
+        section = self.new[split]
+        done = {it["key"] for it in section["items"]}
+        pending = [it for k, it in self.old[split].items() if k not in done]
+        self.manifest[split] = {**section, "items": section["items"] + pending, "complete": False}
+        write_manifest(self.root, self.manifest)
+
+
+def _by_key(manifest: dict[str, Any], split: str, part: str) -> dict[str, dict]:
+    return {entry["key"]: entry for entry in manifest.get(split, {}).get(part, [])}
+
+
+def _close_manifest(cfg, root: Path, manifest: dict[str, Any], new: dict) -> None:
+    """Mark both splits complete, refuse a store with nothing to train on, sign the
+    training items, and drop class labels that no longer match them."""
+    for split in SPLITS:
         manifest[split] = {**new[split], "complete": True}
     if not manifest["train"]["items"]:
         raise InputError(
-            f"no training sub-images: every image in {cfg.data.train} was skipped "
+            f"no training sub-images: every image in {describe(cfg.data.train)} was skipped "
             f"({len(manifest['train']['skipped'])} skipped; first: "
             f"{(manifest['train']['skipped'] or [{'reason': '-'}])[0]['reason']})"
         )
     if cfg.data.val and not manifest["val"]["items"]:
-        raise InputError(f"no usable validation image in {cfg.data.val}: all were skipped")
+        raise InputError(
+            f"no usable validation image in {describe(cfg.data.val)}: all were skipped"
+        )
     manifest["train"]["signature"] = items_signature(manifest["train"]["items"])
     div = manifest.get("divide")
     if div and div.get("signature") != manifest["train"]["signature"]:
         manifest.pop("divide")  # the labels no longer match the sub-images
     write_manifest(root, manifest)
 
-    for split in ("train", "val"):
+
+def _warn_skipped(manifest: dict[str, Any]) -> None:
+    for split in SPLITS:
         skipped = manifest[split]["skipped"]
         if skipped:
             warnings.warn(
@@ -196,19 +258,20 @@ def prepare(cfg, progress: bool = True) -> dict[str, Any]:
                 + "; ".join(f"{sk['key']}: {sk['reason']}" for sk in skipped[:5])
                 + (" ..." if len(skipped) > 5 else ""),
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-    summary.update(
-        {
-            "train_images": len(train_sources),
-            "sub_images": int(sum(it["count"] for it in manifest["train"]["items"])),
-            "val_images": len(manifest["val"]["items"]),
-            "made": made,
-            "reused": reused,
-            "skipped": {k: len(manifest[k]["skipped"]) for k in ("train", "val")},
-        }
-    )
-    return summary
+
+
+def _summary(root: Path, sources, manifest: dict[str, Any], run: _Run) -> dict[str, Any]:
+    return {
+        "store": str(root),
+        "train_images": len(sources["train"]),
+        "sub_images": int(sum(it["count"] for it in manifest["train"]["items"])),
+        "val_images": len(manifest["val"]["items"]),
+        "made": run.made,
+        "reused": run.reused,
+        "skipped": {k: len(manifest[k]["skipped"]) for k in SPLITS},
+    }
 
 
 def _skip(section: dict, key: str, src: Source, reason: str) -> None:
@@ -219,9 +282,12 @@ def _files_exist(root: Path, item: dict) -> bool:
     return (root / item["hr"]).is_file() and (root / item["lr"]).is_file()
 
 
-def _make_item(task, image, key, src, scale, split, crop, step, min_val, seed, root):
-    """Write one (image, scale) entry; return its manifest item, or why it was skipped."""
+def _make_item(task, image, key, src, scale, split, crop, step, min_val, seed, root, given=None):
+    """Write one (image, scale) entry; return its manifest item, or why it was skipped.
+    ``given``: paired data's input (float HWC), used instead of the task's."""
     hr = image
+    if given is not None:
+        check_pair_size(src.name, hr, given, task.scale)
     if scale != 1.0:
         hr = imresize(hr, scale)  # MATLAB bicubic, antialiased when shrinking
     # Quantise first: the input is made from exactly the HR pixels that are stored.
@@ -231,22 +297,9 @@ def _make_item(task, image, key, src, scale, split, crop, step, min_val, seed, r
     if min(h, w) < need:
         what = "the crop" if split == "train" else "one tile-engine patch"
         return f"too small ({h}x{w} at scale {scale:g}; {what} needs {need}x{need})"
-    rng = np.random.default_rng([seed, zlib.crc32(key.encode())])  # noise tasks: reproducible
-    lr8 = to_uint8(task.make_input(hr8.astype(np.float32) / 255.0, rng))
-    s = task.scale
-    if lr8.shape[0] * s != h or lr8.shape[1] * s != w:
-        raise ClassSRError(
-            f"task {task.name!r} made an input of {lr8.shape[:2]} from {h}x{w}; expected "
-            f"the HR size divided by its scale {s}"
-        )
+    lr8 = to_uint8(given) if given is not None else _task_input(task, hr8, key, seed)
     name = _safe_name(key)
-    if split == "train":
-        ys, xs = crop_starts(h, crop, step), crop_starts(w, crop, step)
-        hr_subs = np.stack([hr8[y : y + crop, x : x + crop] for y in ys for x in xs])
-        c = crop // s
-        lr_subs = np.stack([lr8[y // s : y // s + c, x // s : x // s + c] for y in ys for x in xs])
-    else:
-        hr_subs, lr_subs = hr8, lr8
+    hr_subs, lr_subs = _sub_images(hr8, lr8, task.scale, crop, step, split)
     rel = Path(split)
     _save_npy(root / rel / f"{name}.hr.npy", hr_subs)
     _save_npy(root / rel / f"{name}.lr.npy", lr_subs)
@@ -258,3 +311,28 @@ def _make_item(task, image, key, src, scale, split, crop, step, min_val, seed, r
         "hr": str(rel / f"{name}.hr.npy"),
         "lr": str(rel / f"{name}.lr.npy"),
     }
+
+
+def _task_input(task, hr8: np.ndarray, key: str, seed: int) -> np.ndarray:
+    """The task's input for an 8-bit HR image, 8-bit too; its size checked."""
+    rng = np.random.default_rng([seed, zlib.crc32(key.encode())])  # noise tasks: reproducible
+    lr8 = to_uint8(task.make_input(hr8.astype(np.float32) / 255.0, rng))
+    s, (h, w) = task.scale, hr8.shape[:2]
+    if lr8.shape[0] * s != h or lr8.shape[1] * s != w:
+        raise ClassSRError(
+            f"task {task.name!r} made an input of {lr8.shape[:2]} from {h}x{w}; expected "
+            f"the HR size divided by its scale {s}"
+        )
+    return lr8
+
+
+def _sub_images(hr8, lr8, s: int, crop: int, step: int, split: str):
+    """Aligned ``(HR, input)`` sub-images of a training image; the whole pair for ``val``."""
+    if split != "train":
+        return hr8, lr8
+    h, w = hr8.shape[:2]
+    ys, xs = crop_starts(h, crop, step), crop_starts(w, crop, step)
+    hr_subs = np.stack([hr8[y : y + crop, x : x + crop] for y in ys for x in xs])
+    c = crop // s
+    lr_subs = np.stack([lr8[y // s : y // s + c, x // s : x // s + c] for y in ys for x in xs])
+    return hr_subs, lr_subs
