@@ -127,6 +127,11 @@ TABLES: dict[str, Table] = {
         f"{PY} benchmarks/routing_limits.py --model classsr-srresnet-x4",
         slow=True,
     ),
+    "structure-speed": Table(
+        "docs/architecture.md",
+        f"{PY} benchmarks/compare_commits.py 9dc1546 --rounds 5 --reps 2 --limit 4",
+        timing=True,
+    ),
     "model-zoo-results": Table(
         "docs/model-zoo.md",
         f"{PY} benchmarks/model_zoo.py --pair classsr-fsrcnn-x4 fsrcnn-x4 --pair "

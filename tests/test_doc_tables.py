@@ -142,3 +142,21 @@ def test_stamp_lines_of_generated_blocks_follow_the_format():
         for name, body in tables.blocks(doc.read_text()).items():
             if "_Printed by the command above" in body:
                 assert pattern.search(body), (doc, name)
+
+
+@pytest.mark.skipif(
+    not (ROOT / "data/photos/val").is_dir(),
+    reason="needs the validation photos (scripts/fetch_photos.sh): PSNR and FLOPs of the "
+    "shipped models are checked where they are",
+)
+def test_shipped_models_psnr_and_flops_rerun_to_what_model_zoo_md_says():
+    """The shipped models on the two validation photos (PSNR, FLOPs, classes; about 30 s):
+    docs/model-zoo.md's results block is what benchmarks/model_zoo.py prints now."""
+    tables = _module()
+    table = tables.TABLES["model-zoo-results"]
+    assert not table.timing, "the block must hold no seconds to be compared exactly"
+    command = table.command.replace(tables.PY, sys.executable)
+    done = subprocess.run(command, shell=True, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    body = tables.blocks((ROOT / table.doc).read_text())["model-zoo-results"]
+    assert tables.output_text("model-zoo-results", done.stdout.strip()) in body
