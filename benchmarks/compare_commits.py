@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def child(args) -> None:
@@ -31,25 +32,17 @@ def child(args) -> None:
     import time
 
     import torch
+    from router_headroom import load_pair
 
     import classsr_core
-    from classsr_core.io.images import list_images, read_image
+    from classsr_core.io.images import list_images
     from classsr_core.model.loading import load_model
 
     torch.set_num_threads(args.threads)
     model = load_model(args.model, device="cpu")
     out = {"code": str(Path(classsr_core.__file__).parent), "seconds": {}}
     for f in list_images([args.photos])[: args.limit]:
-        hr = read_image(f).rgb
-        h, w = hr.shape[0] // model.scale, hr.shape[1] // model.scale
-        lr = torch.nn.functional.interpolate(
-            torch.from_numpy(hr).permute(2, 0, 1)[None].float(),
-            size=(h, w),
-            mode="bicubic",
-            align_corners=False,
-            antialias=True,
-        ).clamp(0, 1)
-        lr = (lr * 255).round() / 255
+        _, lr = load_pair(f, model.scale)  # as the routing benchmarks make their inputs
         with torch.inference_mode():
             model.infer(lr)  # warm-up
             best = float("inf")

@@ -71,33 +71,21 @@ def cells(model, folders: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]
 
 def oracle_fraction(err: np.ndarray, costs: np.ndarray, use: list[int], tol_db=0.05) -> float:
     """FLOPs (of the widest) of the cheapest routing over branches ``use`` (the widest
-    last) losing at most ``tol_db`` against the widest: Lagrangian bisection on the price."""
-    widest = err[:, -1]
-    allowed = (10 ** (tol_db / 10) - 1) * widest.sum()
-    sub, c = err[:, use], costs[use] / costs[-1]
-    scale = max(float(np.ptp(sub)), 1e-12)
-    lo, hi = math.log(scale * 1e-9), math.log(scale * 1e3)
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        a = np.argmin(sub + math.exp(mid) * c[None], 1)
-        if (sub[np.arange(len(a)), a] - widest).sum() <= allowed:
-            lo = mid
-        else:
-            hi = mid
-    a = np.argmin(sub + math.exp(lo) * c[None], 1)
-    return float(c[a].mean())
+    last) losing at most ``tol_db`` against the widest: router_headroom's per-cell oracle
+    (the docs' "oracle (composite)"), restricted to those branches, every cell alike."""
+    from router_headroom import oracle
+
+    return oracle(err[:, use], costs[use], np.ones(len(err)), tol_db)[1]
 
 
 def table_of(data: dict, names: list[str], bins: int = 16):
     """The edge table ``classsr calibrate`` would measure on ``names`` (no curve)."""
-    from classsr_core.routing.calibration import _bin_means
+    from classsr_core.routing.calibration import _bin_means, bin_edges
     from classsr_core.routing.edge import EdgeTable
 
     scores = [data[n][0] for n in names]
     errors = [data[n][1] for n in names]
-    score = np.concatenate(scores)
-    edges = np.unique(np.quantile(score, np.arange(1, bins) / bins))
-    edges = edges[edges > score.min()]
+    edges = bin_edges(np.concatenate(scores), bins)
     mse = _bin_means(edges, scores, errors, range(len(names)))
     return EdgeTable(
         tuple(edges.tolist()), tuple(map(tuple, mse.tolist())), 0.0, 0.05, interpolate=True
@@ -110,8 +98,7 @@ def loss_at(table, score, err, costs, budget_db: float) -> tuple[float, float]:
     from classsr_core.routing.edge import image_price
 
     expected = table.expected_mse(score)
-    price = image_price(expected, costs, budget_db)
-    a = np.argmin(expected + price * costs[None], 1)
+    a = table.route(None, costs, image_price(expected, costs, budget_db), expected=expected)
     routed = err[np.arange(len(a)), a].mean()
     return float(costs[a].mean() / costs[-1]), 10 * math.log10(err[:, -1].mean() / routed)
 

@@ -306,15 +306,15 @@ def loop_flops(model, counts: list[int]) -> float:
 # -- memory --------------------------------------------------------------------------------
 
 
+STATM = Path("/proc/self/statm")
+
+
 def rss_mib() -> float:
     """Resident set size now (MiB); the peak so far where /proc is missing."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+        return int(STATM.read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except OSError:
-        pass
-    return max_rss_mib()
+        return max_rss_mib()
 
 
 def max_rss_mib() -> float:
@@ -331,27 +331,23 @@ class RssSampler:
     def __init__(self, interval: float = 0.002):
         import threading
 
-        self.page = os.sysconf("SC_PAGE_SIZE") / 2**20
-        self.peak = self.now()
+        self.peak = rss_mib()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, args=(interval,), daemon=True)
         self._thread.start()
 
     @staticmethod
     def available() -> bool:
-        return Path("/proc/self/statm").is_file()
-
-    def now(self) -> float:
-        return int(Path("/proc/self/statm").read_text().split()[1]) * self.page
+        return STATM.is_file()
 
     def _loop(self, interval: float) -> None:
         while not self._stop.wait(interval):
-            self.peak = max(self.peak, self.now())
+            self.peak = max(self.peak, rss_mib())
 
     def stop(self) -> float:
         self._stop.set()
         self._thread.join()
-        return max(self.peak, self.now())
+        return max(self.peak, rss_mib())
 
 
 class MemoryProbe:

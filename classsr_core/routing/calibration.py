@@ -65,8 +65,7 @@ def calibrate(
     if not scores:
         raise InputError(f"no calibration image holds a whole {p}x{p} input patch")
     score = np.concatenate(scores)
-    edges = np.unique(np.quantile(score, np.arange(1, bins) / bins))
-    edges = edges[edges > score.min()]  # an empty first bin would have no errors to average
+    edges = bin_edges(score, bins)
     mse = _bin_means(edges, scores, errors, range(len(scores)))
     costs = branch_pixel_costs(model)
     curve = _held_out_curve(edges, scores, errors, costs, mse, allocation)
@@ -85,6 +84,14 @@ def calibrate(
     if allocation == "relative":
         return table  # each image's price comes from its own scores
     return replace(table, price=table.price_for(tolerance_db))
+
+
+def bin_edges(score: np.ndarray, bins: int) -> np.ndarray:
+    """The table's bin boundaries: ``bins`` quantiles of the calibration scores, without
+    repeats, and none at the lowest score (an empty first bin would have no errors to
+    average)."""
+    edges = np.unique(np.quantile(score, np.arange(1, bins) / bins))
+    return edges[edges > score.min()]
 
 
 def _cell_errors(model, lr, hr, rows: int, cols: int) -> np.ndarray:
