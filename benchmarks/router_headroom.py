@@ -279,6 +279,10 @@ def measure_image(model, path, args, o_model=None) -> dict:
     for router in args.routers:
         for t in args.tolerances:
             methods[f"{router} tol {t}"] = infer(router=router, tolerance=float(t))
+            for halo in args.halos:  # the same routing with another halo than the model's
+                methods[f"{router} tol {t} halo {halo}"] = infer(
+                    router=router, tolerance=float(t), halo=halo
+                )
         for b in args.budgets:
             budget = None if b == "none" else float(b)
             label = router if budget is None else f"{router} @{budget:g}"
@@ -432,6 +436,9 @@ def main(argv=None) -> int:
     )
     ap.add_argument(
         "--folder-budget", type=float, default=None, help="also: one price for the folder"
+    )
+    ap.add_argument(
+        "--halos", nargs="*", type=int, default=[], help="tolerance runs again at these halos"
     )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=1, help="time: min over this many runs")

@@ -383,3 +383,39 @@ def test_measure_halo_keeps_quality_and_narrows_only_what_it_may(model):
     assert loose == 0  # anything goes at 50 dB
     assert strict is None or strict < full
     assert "halo" not in model.defaults  # measuring leaves the model as it was
+
+
+def test_the_curve_leaves_out_the_worst_share_of_images():
+    # Four images, each its own content: one image's loss at every budget is the curve's
+    # worst without a share left out, the second worst with a quarter of four left out.
+    from classsr_core.routing.calibration import _held_out_curve, bin_edges
+
+    rng = np.random.default_rng(0)
+    costs = [1.0, 10.0]
+    scores, errors = [], []
+    for k in range(4):
+        s = rng.uniform(0, 1, 40)
+        widest = 0.01 * (1 + s) / (k + 1)  # the later images: cleaner, a cheap cell costs more
+        errors.append(np.stack([widest + 0.01 * s, widest], 1))
+        scores.append(s)
+    edges = bin_edges(np.concatenate(scores), 4)
+    kw = dict(allocation="relative", points=12)
+    every = _held_out_curve(edges, scores, errors, costs, None, **kw)
+    some = _held_out_curve(edges, scores, errors, costs, None, worst_share=0.25, **kw)
+    quarter = _held_out_curve(edges, scores, errors, costs, None, worst_share=0.2, **kw)
+    assert [p for p, _, _ in every] == [p for p, _, _ in some]
+    assert [m for _, m, _ in every] == [m for _, m, _ in some]  # the mean keeps every image
+    assert all(s <= e for (_, _, e), (_, _, s) in zip(every, some))
+    assert any(s < e for (_, _, e), (_, _, s) in zip(every, some))
+    assert quarter == every  # 0.2 of 4 images rounds down to none
+
+
+def test_calibrate_records_the_share_and_refuses_a_bad_one(model, table):
+    assert table.worst_share == 0.05
+    assert EdgeTable.from_dict(table.to_dict()).worst_share == 0.05
+    old = {k: v for k, v in table.to_dict().items() if k != "worst_share"}
+    assert EdgeTable.from_dict(old).worst_share == 0.0  # tables before: every image judged
+    for bad in (-0.1, 1.0):
+        with pytest.raises(InputError, match="worst_share"):
+            pair = (torch.rand(1, 3, 32, 32), torch.rand(1, 3, 64, 64))
+            calibrate(model, [pair], worst_share=bad)

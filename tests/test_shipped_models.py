@@ -104,7 +104,9 @@ def test_shipped_classsr_models_route_by_edges_too(name, photo):
     task = lookup("tasks", "sr").factory(scale=model.scale)
     x = torch.from_numpy(lr).permute(2, 0, 1)[None]
     res = model.infer(x, router="edge", budget=0.6)
-    assert abs(res.flops_fraction - 0.6) < 0.05
+    # 4 cells of 32x32: the reachable fractions are steps of a quarter of a branch's cost
+    # plus halos (SRResNet with its 2-pixel halo: 0.67 is the nearest above 0.6).
+    assert abs(res.flops_fraction - 0.6) < 0.1
     out = res.output[0].clamp(0, 1).permute(1, 2, 0).numpy()
     base = task.score(bicubic, hr)["psnr"]
     gain = task.score(out, hr)["psnr"] - base

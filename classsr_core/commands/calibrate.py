@@ -64,10 +64,19 @@ def add_parser(sub):
     p.add_argument(
         "--halo-loss",
         type=float,
-        default=0.001,
+        default=None,
         help="also record the narrowest region halo that loses at most this many dB against "
-        "each branch's full receptive field on these photos (default 0.001; 0: keep the full "
-        "fields, every tile exactly the whole-image output)",
+        "each branch's full receptive field on these photos, every tile isolated (default: a "
+        "tenth of --tolerance; 0: keep the full fields, every tile exactly the whole-image "
+        "output)",
+    )
+    p.add_argument(
+        "--worst-share",
+        type=float,
+        default=None,
+        help="the tolerance curve keeps all but this share of the calibration images (the "
+        "worst ones, rounded down) within twice the tolerance (default 0.05: 19 in 20; "
+        "0: every image)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
@@ -93,6 +102,11 @@ def run(args) -> int:
     from classsr_core.model.loading import load_model, save_model
     from classsr_core.routing.calibration import calibrate
     from classsr_core.tasks import degraded_pairs
+
+    if args.halo_loss is None:
+        # The halo may spend a tenth of the tolerance where every tile is isolated (the most
+        # seams a routing can have); on real routings it spends far less (docs/routing.md).
+        args.halo_loss = args.tolerance / 10
 
     # Before any work: -o may be neither a photo nor the model it starts from.
     files, notes = list_inputs(args.folders)
@@ -135,6 +149,7 @@ def run(args) -> int:
         tolerance_db=args.tolerance,
         statistic=args.statistic,
         allocation=args.allocation,
+        **({} if args.worst_share is None else {"worst_share": args.worst_share}),
     )
     # The router that keeps this kind of state (the registry says which: the one whose
     # ``state_type`` the table is), not a name assumed here.

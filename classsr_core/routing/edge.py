@@ -162,6 +162,9 @@ class EdgeTable:
     # Multiply-adds per pixel of each branch the table was measured with: a model whose
     # branches cost otherwise (other widths) is refused instead of routed by a wrong table.
     branch_costs: tuple[float, ...] = ()
+    # The share of calibration images the curve's worst column leaves out (the worst ones;
+    # calibration.WORST_SHARE). 0: none, as the tables written before the field.
+    worst_share: float = 0.0
 
     def __post_init__(self) -> None:
         edges = np.asarray(self.edges, dtype=np.float64)
@@ -190,7 +193,8 @@ class EdgeTable:
         """The price for ``tolerance_db``: the highest calibrated point at which the
         held-out images lost at most ``tolerance_db`` on average and none more than twice
         that (a tolerance is a mean that no single image may blow: the worst is what a user
-        notices); the lowest calibrated point if none is. A "relative" table's point is a
+        notices), all but the ``worst_share`` of them that lose most; the lowest calibrated
+        point if none is. A "relative" table's point is a
         per-image loss budget, turned into this image's price from its patches' ``expected``
         errors (:meth:`expected_mse`) and the branches' ``pixel_costs``."""
         if not self.curve:
@@ -256,6 +260,7 @@ class EdgeTable:
             "interpolate": self.interpolate,
             "allocation": self.allocation,
             "branch_costs": list(self.branch_costs),
+            "worst_share": self.worst_share,
         }
 
     @classmethod
@@ -272,6 +277,7 @@ class EdgeTable:
                 interpolate=bool(d.get("interpolate", False)),
                 allocation=str(d.get("allocation", "price")),
                 branch_costs=tuple(float(v) for v in d.get("branch_costs", ())),
+                worst_share=float(d.get("worst_share", 0.0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"unreadable edge table in the checkpoint ({exc})") from None
