@@ -100,7 +100,7 @@ def run(args) -> int:
     from classsr_core.errors import InputError
     from classsr_core.io.inputs import list_inputs
     from classsr_core.model.loading import load_model, save_model
-    from classsr_core.routing.calibration import calibrate
+    from classsr_core.routing.calibration import WORST_SHARE, calibrate
     from classsr_core.tasks import degraded_pairs
 
     if args.halo_loss is None:
@@ -149,7 +149,7 @@ def run(args) -> int:
         tolerance_db=args.tolerance,
         statistic=args.statistic,
         allocation=args.allocation,
-        **({} if args.worst_share is None else {"worst_share": args.worst_share}),
+        worst_share=WORST_SHARE if args.worst_share is None else args.worst_share,
     )
     # The router that keeps this kind of state (the registry says which: the one whose
     # ``state_type`` the table is), not a name assumed here.

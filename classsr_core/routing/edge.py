@@ -137,7 +137,8 @@ class EdgeTable:
     multiply-add per pixel: the price for ``tolerance_db``. ``statistic``: the edge score
     the table was measured with (:data:`STATISTICS`). ``curve``: ``(price, mean_db,
     worst_db)``, prices increasing: the mean and the worst loss against the widest branch
-    of the calibration images, each routed at that price by a table measured *without* it
+    of the calibration images (the worst after leaving out the ``worst_share`` that lose
+    most), each routed at that price by a table measured *without* it
     (leave one image out), so ``tolerance=`` maps to a price by what held on images the
     table had not seen.
     """
@@ -194,9 +195,9 @@ class EdgeTable:
         held-out images lost at most ``tolerance_db`` on average and none more than twice
         that (a tolerance is a mean that no single image may blow: the worst is what a user
         notices), all but the ``worst_share`` of them that lose most; the lowest calibrated
-        point if none is. A "relative" table's point is a
-        per-image loss budget, turned into this image's price from its patches' ``expected``
-        errors (:meth:`expected_mse`) and the branches' ``pixel_costs``."""
+        point if none is. A "relative" table's point is a per-image loss budget, turned into
+        this image's price from its patches' ``expected`` errors (:meth:`expected_mse`) and
+        the branches' ``pixel_costs``."""
         if not self.curve:
             raise InputError(
                 "this model's edge table has no tolerance curve (it was calibrated before "
