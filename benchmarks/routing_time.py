@@ -6,14 +6,14 @@ Run by hand (not a test), from the repository root, after scripts/fetch_natural_
         --o-model fsrcnn-x4 --photos data/photos/natural/whole --tolerances 0.05 0.1 \
         --threads 2 --reps 5
 
-Per image (HR read from the folder, LR made as ``classsr sweep`` makes it), in one process:
-the -O model and the routed model at every ``--tolerances`` value (``default``: the model's
-own routing, no option) run once each (a warm-up: the first call on an image size pays for
-allocation and oneDNN's kernel choice), then ``--reps`` rounds that take them in turn, so a
-slow spell of the machine hits all of them alike. Time: each one's fastest
-``timings["total"]`` (routing, branches and stitching; not reading or writing files), over
-the -O model's. PSNR is against the HR photo (RGB, 0..255 after rounding, ``scale`` px
-border out), printed beside as dB against -O.
+Per image (HR read from the folder, LR made as ``router_headroom.load_pair`` makes it: 8-bit
+levels), in one process: the -O model and the routed model at every ``--tolerances`` value
+(``default``: the model's own routing, no option) run once each (a warm-up: the first
+call on an image size pays for allocation and oneDNN's kernel choice), then ``--reps``
+rounds that take them in turn, so a slow spell of the machine hits all of them alike.
+Time: each one's fastest ``timings["total"]`` (routing, branches and stitching; not reading
+or writing files), over the -O model's. PSNR is against the HR photo (RGB, 0..255 after
+rounding, ``scale`` px border out), printed beside as dB against -O.
 
 Run it on an otherwise idle machine: with other processes on the cores, a multi-threaded
 run's small tiles wait for descheduled threads and the ratios mean nothing (seen here:

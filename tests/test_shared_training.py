@@ -70,6 +70,9 @@ def test_one_run_trains_every_width_of_the_supernet(shared_run):
     assert meta["complete"] and meta["model"]["shared_weights"]
     # Stored: the widest branch (the supernet) and the classifier, nothing else.
     assert all(k.startswith(("branches.2.", "classifier.")) for k in state)
+    # Every width trains: a slice registers no parameters of its own, and counting those
+    # had left all but the widest untrained.
+    assert trainer._trainable_branches() == [0, 1, 2]
     # Every width was validated at the end of the one run.
     log = [json.loads(line) for line in (cfg.out_dir / "log.jsonl").read_text().splitlines()]
     assert sorted(r["part"] for r in log if "val_psnr" in r) == [0, 1, 2]
@@ -133,3 +136,56 @@ def test_shared_stage_one_starts_from_a_plain_network_and_skips_width_zero(tmp_p
     for k, v in plain.items():  # the supernet (branch 3 of 3) is the plain network
         torch.testing.assert_close(state[k.replace("branches.0.", "branches.2.")], v)
     assert trainer.model.branches[0](torch.rand(1, 3, 8, 8)).shape == (1, 3, 16, 16)
+    assert trainer._trainable_branches() == [1, 2]  # width 0, the skip alone, learns nothing
+
+
+def test_sandwich_trains_every_width_each_step_on_all_sub_images(tmp_path):
+    """``sandwich: true``: each step one batch of all sub-images trains every width (the
+    losses summed), so the narrowest slice learns the smooth patches too; it resumes to the
+    same weights, and a model without shared weights refuses it, naming the fix."""
+    photos = write_photos(tmp_path / "hr", 3)
+
+    def config(name, **model):
+        cfg = micro_config(
+            tmp_path / name,
+            photos,
+            photos,
+            threads=1,
+            model=model
+            or {
+                "widths": [0, 4, 8],
+                "shared_weights": True,
+                "backbone_kwargs": {"m": 1, "skip": "bicubic"},
+            },
+            divide={"ratios": [1, 1, 1]},
+            stages={"branches": {"iterations": 4, "save_every": 2, "sandwich": True}},
+        )
+        cfg.data.store = str(tmp_path / "store")
+        return cfg
+
+    cfg = config("sandwich")
+    torch.manual_seed(0)
+    train(cfg, "branches", progress=False)
+    log = [json.loads(line) for line in (cfg.out_dir / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "l1_1" in r]
+    assert steps and all("l1_2" in r and "l1_0" not in r for r in steps)  # width 0: no weights
+    ref, _ = read_checkpoint(cfg.out_dir / "branches.safetensors")
+
+    crashed = config("crashed")
+
+    def crash(event):
+        if event["iteration"] == 3:
+            raise Crash
+
+    torch.manual_seed(0)
+    with pytest.raises(Crash):
+        train(crashed, "branches", progress=False, callback=crash)
+    train(crashed, "branches", resume=True, progress=False)
+    state, _ = read_checkpoint(crashed.out_dir / "branches.safetensors")
+    for k in ref:
+        assert torch.equal(state[k], ref[k]), k
+
+    from classsr_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="shared_weights"):
+        train(config("separate", widths=[4, 6, 8]), "branches", progress=False)

@@ -37,6 +37,12 @@ class SlicedBranch(nn.Module):
                 )
 
     @property
+    def has_weights(self) -> bool:
+        """Whether this slice holds any weights (width 0, the skip alone, holds none). Its
+        ``parameters()`` are always empty: the weights belong to the supernet."""
+        return any(True for _ in self._template[0].parameters())
+
+    @property
     def supernet(self) -> nn.Module:
         """The widest network, whose leading slices this branch's weights are."""
         return self._supernet[0]

@@ -172,6 +172,12 @@ class BranchStage(StageSection):
     """Stage 1 (official: 500k iterations, batch 16, lr 2e-4; 1e-3 for FSRCNN)."""
 
     iterations: int = Field(500_000, ge=0)
+    sandwich: bool = Field(
+        False,
+        description="shared weights only: every step trains every width on one batch of all "
+        "sub-images, the losses summed (the sandwich rule: the widest and the narrowest "
+        "slice each step), instead of one width a step on its own class",
+    )
 
 
 class ClassifierStage(StageSection):

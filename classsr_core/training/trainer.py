@@ -4,7 +4,9 @@
    with one width is the "-O" baseline: its one branch trains on all sub-images. With
    ``shared_weights`` the branches are slices of one supernet, so training them one after
    another would let each overwrite the others; instead every step trains one width
-   (:func:`classsr_core.training.samplers.width_at`) on a batch of its own class.
+   (:func:`classsr_core.training.samplers.width_at`) on a batch of its own class, or, with
+   ``sandwich: true``, every width on one batch of all sub-images (a middle slice trained
+   on its third of the data only restored worse than bicubic where routing wanted it).
 2. ``classifier``: the branches are frozen (their norm layers in eval mode, unlike the
    official code) and the Class-Module trains with :class:`ClassSRLoss` on the soft mix.
 3. ``joint``: everything trains with the same loss.
@@ -44,6 +46,7 @@ from classsr_core.io.checkpoint import (
     read_training_state,
     save_state,
 )
+from classsr_core.model.sharing import SlicedBranch
 from classsr_core.model.wrapper import ClassWrapper
 from classsr_core.training import distributed
 from classsr_core.training.config import STAGES, StageSection, TrainConfig
@@ -86,6 +89,7 @@ class _Part:
     criterion: ClassSRLoss | None  # None: plain L1 (stage 1)
     shared: bool  # shared-weight stage 1: each step trains the width of width_at(t)
     widths: list[int]  # the branches that train when shared, by index
+    sandwich: bool  # shared: every width every step, on batches of all sub-images
     width_seed: tuple[int, ...]
     label: str
     start: int  # the iteration this call starts at
@@ -283,10 +287,17 @@ class Trainer:
     ) -> tuple[dict | None, list[dict]]:
         """Fit every part of the stage on its sub-images; ``(last validation, history)``."""
         dataset = PairDataset(store)
+        if stage == "branches" and getattr(scfg, "sandwich", False) and not self._shared():
+            raise ConfigError(
+                "stages.branches.sandwich trains the widths of one supernet together: it "
+                "needs model.shared_weights: true and two widths or more; remove it"
+            )
         if stage == "branches" and self._shared():
-            labels = store.labels()
             # A parameter-free branch (FSRCNN width 0: the skip alone) has nothing to train:
             # the schedule samples among the others.
+            if scfg.sandwich:  # one batch of all sub-images (every class) trains every width
+                return self.fit(stage, 0, scfg, dataset, np.arange(len(store)), point)
+            labels = store.labels()
             per_class = {k: np.flatnonzero(labels == k) for k in self._trainable_branches()}
             _check_classes(per_class)
             return self.fit(stage, 0, scfg, dataset, per_class, point)
@@ -338,7 +349,16 @@ class Trainer:
         return path
 
     def _trainable_branches(self) -> list[int]:
-        return [k for k, b in enumerate(self.model.branches) if any(True for _ in b.parameters())]
+        """The branches with weights to learn. A slice of a supernet registers no parameters
+        of its own, yet has weights (asking its ``parameters()`` left every slice but the
+        widest untrained in shared-weight stage 1); width 0 (the skip alone) has none."""
+
+        def learns(b: nn.Module) -> bool:
+            if isinstance(b, SlicedBranch):
+                return b.has_weights
+            return any(True for _ in b.parameters())
+
+        return [k for k, b in enumerate(self.model.branches) if learns(b)]
 
     def _shared(self) -> bool:
         """Stage 1 trains a supernet (one run over all widths, not one run per branch)?"""
@@ -416,6 +436,7 @@ class Trainer:
                 ema.module.load_state_dict(start.extra["ema"])
             _set_rng(start.extra["rng"])
         shared = stage == "branches" and self._shared()
+        sandwich = shared and bool(getattr(scfg, "sandwich", False))
         return _Part(
             stage=stage,
             part=part,
@@ -427,7 +448,8 @@ class Trainer:
             ema=ema,
             criterion=ClassSRLoss(**scfg.loss.model_dump()) if stage != "branches" else None,
             shared=shared,
-            widths=sorted(indices) if shared else [],
+            widths=self._trainable_branches() if sandwich else sorted(indices) if shared else [],
+            sandwich=sandwich,
             width_seed=(self.cfg.seed, STAGES.index(stage), 1000),  # apart from parts 0..M-1
             label=_label(stage, part, self.model.num_classes, shared),
             start=start.iteration,
@@ -461,7 +483,7 @@ class Trainer:
                 augment=scfg.augment,
             )
 
-        if run.shared:
+        if run.shared and not run.sandwich:
             per_class = [sampler_for(indices[k], k, 0) for k in run.widths]
             return WidthSampler(per_class, run.width_seed, start=run.start)
         return sampler_for(indices, run.part, run.start)
@@ -513,7 +535,11 @@ class Trainer:
         """One optimiser step on one batch; returns the loss and its parts."""
         lr = lr_u8.to(self.device, non_blocking=True).float().div_(255.0)
         hr = hr_u8.to(self.device, non_blocking=True).float().div_(255.0)
-        if run.shared:
+        if run.sandwich:
+            # Summed, not averaged: each width's gradient is as large as when it trains alone.
+            parts = {f"l1_{k}": nn.functional.l1_loss(run.runner(lr, k), hr) for k in run.widths}
+            loss = sum(parts.values())
+        elif run.shared:
             out = run.runner(lr, run.widths[width_at(t, len(run.widths), run.width_seed)])
             loss = nn.functional.l1_loss(out, hr)
             parts = {"l1": loss}
