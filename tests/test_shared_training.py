@@ -91,10 +91,14 @@ def test_one_run_trains_every_width_of_the_supernet(shared_run):
 def test_shared_stage_one_resumes_exactly(shared_run):
     config, _ = shared_run
     ref, _ = read_checkpoint(config("straight").out_dir / "branches.safetensors")
-    cfg = config("crashed")
+    _crash_resume_and_compare(config("crashed"), 5, ref)
+
+
+def _crash_resume_and_compare(cfg, at: int, ref: dict) -> None:
+    """Stage 1 of ``cfg`` interrupted at iteration ``at``, resumed, ends with ``ref``."""
 
     def crash(event):
-        if event["iteration"] == 5:
+        if event["iteration"] == at:
             raise Crash
 
     with pytest.raises(Crash):
@@ -171,19 +175,8 @@ def test_sandwich_trains_every_width_each_step_on_all_sub_images(tmp_path):
     assert steps and all("l1_2" in r and "l1_0" not in r for r in steps)  # width 0: no weights
     ref, _ = read_checkpoint(cfg.out_dir / "branches.safetensors")
 
-    crashed = config("crashed")
-
-    def crash(event):
-        if event["iteration"] == 3:
-            raise Crash
-
     torch.manual_seed(0)
-    with pytest.raises(Crash):
-        train(crashed, "branches", progress=False, callback=crash)
-    train(crashed, "branches", resume=True, progress=False)
-    state, _ = read_checkpoint(crashed.out_dir / "branches.safetensors")
-    for k in ref:
-        assert torch.equal(state[k], ref[k]), k
+    _crash_resume_and_compare(config("crashed"), 3, ref)
 
     from classsr_core.errors import ConfigError
 
