@@ -5,8 +5,9 @@
    ``shared_weights`` the branches are slices of one supernet, so training them one after
    another would let each overwrite the others; instead every step trains one width
    (:func:`classsr_core.training.samplers.width_at`) on a batch of its own class, or, with
-   ``sandwich: true``, every width on one batch of all sub-images (a middle slice trained
-   on its third of the data only restored worse than bicubic where routing wanted it).
+   ``sandwich: true``, every width on one batch of all sub-images (a narrow slice then also
+   learns the patches of other classes, which a per-cell router such as the edge table may
+   still send it).
 2. ``classifier``: the branches are frozen (their norm layers in eval mode, unlike the
    official code) and the Class-Module trains with :class:`ClassSRLoss` on the soft mix.
 3. ``joint``: everything trains with the same loss.
@@ -287,17 +288,17 @@ class Trainer:
     ) -> tuple[dict | None, list[dict]]:
         """Fit every part of the stage on its sub-images; ``(last validation, history)``."""
         dataset = PairDataset(store)
-        if stage == "branches" and getattr(scfg, "sandwich", False) and not self._shared():
+        if stage == "branches" and scfg.sandwich and not self._shared():
             raise ConfigError(
                 "stages.branches.sandwich trains the widths of one supernet together: it "
                 "needs model.shared_weights: true and two widths or more; remove it"
             )
         if stage == "branches" and self._shared():
-            # A parameter-free branch (FSRCNN width 0: the skip alone) has nothing to train:
-            # the schedule samples among the others.
             if scfg.sandwich:  # one batch of all sub-images (every class) trains every width
                 return self.fit(stage, 0, scfg, dataset, np.arange(len(store)), point)
             labels = store.labels()
+            # A parameter-free branch (FSRCNN width 0: the skip alone) has nothing to train:
+            # the schedule samples among the others.
             per_class = {k: np.flatnonzero(labels == k) for k in self._trainable_branches()}
             _check_classes(per_class)
             return self.fit(stage, 0, scfg, dataset, per_class, point)
@@ -436,7 +437,7 @@ class Trainer:
                 ema.module.load_state_dict(start.extra["ema"])
             _set_rng(start.extra["rng"])
         shared = stage == "branches" and self._shared()
-        sandwich = shared and bool(getattr(scfg, "sandwich", False))
+        sandwich = shared and scfg.sandwich  # shared: stage 1, whose section has the field
         return _Part(
             stage=stage,
             part=part,
