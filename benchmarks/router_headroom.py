@@ -45,25 +45,24 @@ import torch
 
 # -- classsr internals (repoint here after the package reorganisation) ----------------------
 from classsr_core import load_model
-from classsr_core._basicsr import imresize
 from classsr_core.io.images import list_images, read_image
+from classsr_core.plugins.registry import lookup
+from classsr_core.tasks import degraded_pairs
 
 # --------------------------------------------------------------------------------------------
 
 
 def load_pair(path, scale: int) -> tuple[np.ndarray, torch.Tensor]:
     """``(HR uint8 HWC, LR float tensor (1, 3, h, w))``: the LR rounded to 8-bit levels, as
-    an image read from disk is, as ``classsr calibrate`` measures its tables, and as the
-    official protocol stores its LR PNGs. Unrounded LR carries detail no file can: on clean
-    vector art (ukui-fluent-color, 55 dB) the widest branch used it and the routed image
-    lost 0.179 dB against it where it loses 0.034 dB on the 8-bit input."""
-    hr = read_image(path).rgb
-    h, w = hr.shape[:2]
-    hr = hr[: h - h % scale, : w - w % scale]
-    lr = np.clip(imresize(hr, 1.0 / scale), 0.0, 1.0)
-    lr = (np.rint(lr * 255.0) / 255.0).astype(np.float32)
+    an image read from disk is, as the official protocol stores its LR PNGs, and by the
+    function ``classsr calibrate`` measures its tables on (``degraded_pairs(uint8=True)``).
+    Unrounded LR carries detail no file can: on clean vector art (ukui-fluent-color, 55 dB)
+    the widest branch used it and the routed image lost 0.179 dB against it where it loses
+    0.034 dB on the 8-bit input."""
+    task = lookup("tasks", "sr").factory(scale=scale)
+    ((hr, lr),) = degraded_pairs(task, [read_image(path).rgb], uint8=True)
     hr8 = np.clip(np.rint(hr * 255.0), 0, 255).astype(np.uint8)
-    return hr8, torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1)[None]
+    return hr8, lr.float()
 
 
 def to_u8(out: torch.Tensor) -> np.ndarray:

@@ -404,6 +404,11 @@ def check_model_section(cfg: TrainConfig, source: str = "config") -> None:
             f"{source}: divide.ratios has {len(ratios)} values but the model has "
             f"{model.num_classes} branches; give one share per branch, cheapest first"
         )
+    if cfg.stages.branches.sandwich and not (cfg.model.shared_weights and model.num_classes > 1):
+        raise ConfigError(
+            f"{source}: stages.branches.sandwich trains the widths of one supernet together: "
+            "it needs model.shared_weights: true and two widths or more; remove it"
+        )
 
 
 def set_override(data: dict, dotted: str, value: Any) -> None:

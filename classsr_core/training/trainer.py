@@ -90,7 +90,6 @@ class _Part:
     criterion: ClassSRLoss | None  # None: plain L1 (stage 1)
     shared: bool  # shared-weight stage 1: each step trains the width of width_at(t)
     widths: list[int]  # the branches that train when shared, by index
-    sandwich: bool  # shared: every width every step, on batches of all sub-images
     width_seed: tuple[int, ...]
     label: str
     start: int  # the iteration this call starts at
@@ -102,6 +101,12 @@ class _Part:
     @property
     def iters(self) -> int:
         return self.scfg.iterations
+
+    @property
+    def sandwich(self) -> bool:
+        """Shared: every width every step, on batches of all sub-images (only stage 1, whose
+        section has the field, is ever shared)."""
+        return self.shared and self.scfg.sandwich
 
 
 def stages_for(cfg: TrainConfig, stage: str) -> list[str]:
@@ -288,11 +293,6 @@ class Trainer:
     ) -> tuple[dict | None, list[dict]]:
         """Fit every part of the stage on its sub-images; ``(last validation, history)``."""
         dataset = PairDataset(store)
-        if stage == "branches" and scfg.sandwich and not self._shared():
-            raise ConfigError(
-                "stages.branches.sandwich trains the widths of one supernet together: it "
-                "needs model.shared_weights: true and two widths or more; remove it"
-            )
         if stage == "branches" and self._shared():
             if scfg.sandwich:  # one batch of all sub-images (every class) trains every width
                 return self.fit(stage, 0, scfg, dataset, np.arange(len(store)), point)
@@ -408,7 +408,7 @@ class Trainer:
                 f"stages.{stage}.batch_size ({scfg.batch_size}) must be divisible by the "
                 f"number of processes ({self.ctx.world})"
             )
-        run = self._setup_part(stage, part, scfg, indices, start)
+        run = self._setup_part(stage, part, scfg, start)
         loader = self._loader(dataset, self._batch_sampler(run, indices))
         self._train_loop(run, loader)
         return self._finish_part(run), run.history
@@ -418,7 +418,6 @@ class Trainer:
         stage: str,
         part: int,
         scfg: StageSection,
-        indices: np.ndarray | dict[int, np.ndarray],
         start: ResumePoint,
     ) -> _Part:
         """Freeze all but what trains; optimiser, scheduler and EMA, restored on resume."""
@@ -437,7 +436,6 @@ class Trainer:
                 ema.module.load_state_dict(start.extra["ema"])
             _set_rng(start.extra["rng"])
         shared = stage == "branches" and self._shared()
-        sandwich = shared and scfg.sandwich  # shared: stage 1, whose section has the field
         return _Part(
             stage=stage,
             part=part,
@@ -449,8 +447,7 @@ class Trainer:
             ema=ema,
             criterion=ClassSRLoss(**scfg.loss.model_dump()) if stage != "branches" else None,
             shared=shared,
-            widths=self._trainable_branches() if sandwich else sorted(indices) if shared else [],
-            sandwich=sandwich,
+            widths=self._trainable_branches() if shared else [],
             width_seed=(self.cfg.seed, STAGES.index(stage), 1000),  # apart from parts 0..M-1
             label=_label(stage, part, self.model.num_classes, shared),
             start=start.iteration,
