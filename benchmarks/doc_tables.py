@@ -94,7 +94,7 @@ TABLES: dict[str, Table] = {
         "docs/routing.md",
         f"{PY} benchmarks/router_headroom.py --model classsr-fsrcnn-x4-fast --o-model fsrcnn-x4 "
         "--photos data/photos/natural/holdout --routers edge --budgets none "
-        "--tolerances 0.05 0.1 0.2 0.5 --halos 4 --threads 1 --reps 1",
+        "--tolerances 0.01 0.02 0.05 0.1 0.2 0.5 --halos 4 --threads 1 --reps 1",
         timing=True,
     ),
     "routing-natural-srresnet": Table(
@@ -108,7 +108,7 @@ TABLES: dict[str, Table] = {
         "docs/routing.md",
         f"{PY} benchmarks/router_headroom.py --model classsr-fsrcnn-x4-fast --o-model fsrcnn-x4 "
         "--photos data/photos/holdout --routers edge --budgets none 0.5 "
-        "--tolerances 0.05 0.1 0.2 0.5 --folder-budget 0.5 --threads 1 --reps 1",
+        "--tolerances 0.01 0.02 0.05 0.1 0.2 0.5 --folder-budget 0.5 --threads 1 --reps 1",
         timing=True,
     ),
     "routing-time-fast": Table(
@@ -118,6 +118,7 @@ TABLES: dict[str, Table] = {
         "--threads 1 --reps 3",
         timing=True,
     ),
+    "flat-shares": Table("docs/routing.md", f"{PY} benchmarks/flat_shares.py"),
     "routing-limits-fast": Table(
         "docs/routing.md",
         f"{PY} benchmarks/routing_limits.py --model classsr-fsrcnn-x4-fast",

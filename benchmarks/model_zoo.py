@@ -30,7 +30,8 @@ from classsr_core import load_model
 from classsr_core._basicsr import imresize
 from classsr_core.analysis.flops import model_costs
 from classsr_core.io.images import list_images, read_image
-from classsr_core.tasks import Task
+from classsr_core.plugins.registry import lookup
+from classsr_core.tasks import degraded_pairs
 
 
 def per_patch(model, counts, convention: str) -> float:
@@ -67,12 +68,11 @@ def main() -> int:
     photos = list_images([args.val])
     if not photos:
         raise SystemExit(f"no photos in {args.val}: run scripts/fetch_photos.sh")
-    task = Task(name="sr", scale=4)
-    data = []
-    for path in photos:
-        hr = task.modcrop(read_image(path).rgb)
-        lr = np.clip(imresize(hr, 0.25), 0, 1).astype(np.float32)
-        data.append((path.stem, hr, lr))
+    task = lookup("tasks", "sr").factory(scale=4)
+    # LR rounded to 8-bit levels, as an image file holds it and as `classsr calibrate`
+    # measures the edge tables.
+    degraded = degraded_pairs(task, [read_image(p).rgb for p in photos], uint8=True)
+    data = [(p.stem, hr, lr) for p, (hr, lr) in zip(photos, degraded)]
 
     rows = []
     for stem, hr, lr in data:
@@ -80,7 +80,9 @@ def main() -> int:
             {
                 "model": "bicubic",
                 "photo": stem,
-                "psnr": task.score(np.clip(imresize(lr, 4), 0, 1), hr)["psnr"],
+                "psnr": task.score(np.clip(imresize(lr[0].permute(1, 2, 0).numpy(), 4), 0, 1), hr)[
+                    "psnr"
+                ],
             }
         )
     for mode in args.mode:
@@ -95,7 +97,7 @@ def main() -> int:
                 if len(args.mode) > 1:
                     label = f"{label}, {mode}"
                 for stem, hr, lr in data:
-                    x = torch.from_numpy(lr).permute(2, 0, 1)[None]
+                    x = lr.float()
                     t0 = time.perf_counter()
                     res = model.infer(x, budget=budget, mode=mode, **options)
                     seconds = time.perf_counter() - t0

@@ -4,6 +4,7 @@ and the CLI."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,11 +16,16 @@ from classsr_core.model.loading import load_model
 from classsr_core.model.wrapper import ClassWrapper
 from classsr_core.routing.calibration import calibrate
 from classsr_core.routing.edge import (
+    FLAT_LEVEL,
+    FLAT_MACS_FROM_ENERGY,
+    FLAT_MACS_PER_PIXEL,
     LUMA,
     STATISTICS,
+    EdgeRouter,
     EdgeTable,
     edge_map,
     edge_scores,
+    flat_map,
     image_price,
     patch_scores,
 )
@@ -179,7 +185,9 @@ def test_edge_routing_runs_no_classifier_and_counts_the_score(model, table, mode
     res = model.infer(x, router="edge", mode=mode)
     assert res.router == "edge" and res.probs is None
     p = res.patch_size
-    assert res.flops_per_patch["classifier"] == STATISTICS[table.statistic][2] * p * p
+    # the score and the flat share (the table limits how flat an image it prices)
+    macs = STATISTICS[table.statistic][2] + FLAT_MACS_FROM_ENERGY
+    assert table.flat_limit < 1 and res.flops_per_patch["classifier"] == macs * p * p
     # the default price routes each patch as the table says
     scores = edge_scores(x, res.grid.ys, res.grid.xs, p, table.statistic)
     pixel_costs = np.asarray(res.flops_per_patch["branches"]) / (p * p)
@@ -419,3 +427,85 @@ def test_calibrate_records_the_share_and_refuses_a_bad_one(model, table):
         with pytest.raises(InputError, match="worst_share"):
             pair = (torch.rand(1, 3, 32, 32), torch.rand(1, 3, 64, 64))
             calibrate(model, [pair], worst_share=bad)
+
+
+# -- renders: images past the table's flat limit ----------------------------------------------
+
+
+def test_flat_map_marks_pixels_whose_four_neighbours_equal_them():
+    x = torch.full((1, 3, 6, 8), 100 / 255)
+    x[..., 5:] = 99 / 255  # one 8-bit level: not flat along the step
+    f = flat_map(x)[0]
+    assert f[:, :4].all() and f[:, 6:].all() and not f[:, 4:6].any()
+    noisy = x + torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) * 0.02
+    assert flat_map(noisy).mean() < 0.05
+    # the router reads it off the laplacian-energy map when it has one: the same pixels
+    photo = _photo(4)
+    energy = STATISTICS["laplacian-energy"][0](photo)
+    assert torch.equal((energy < FLAT_LEVEL**2).float(), flat_map(photo))
+
+
+def _relative_table(flat_limit: float) -> EdgeTable:
+    # The knob test's hand-made table: cheaper branches lose more on busier patches.
+    mse = (
+        (1.02e-4, 1.01e-4, 1e-4),
+        (6e-4, 5.5e-4, 5e-4),
+        (3e-3, 2.4e-3, 2e-3),
+        (0.024, 0.012, 0.008),
+    )
+    return EdgeTable(
+        (0.001, 0.01, 0.05),
+        mse,
+        0.0,
+        0.05,
+        statistic="laplacian-energy",
+        curve=tuple((t, t, 1.5 * t) for t in np.geomspace(1e-3, 3, 40)),
+        interpolate=True,
+        allocation="relative",
+        flat_limit=flat_limit,
+    )
+
+
+def test_a_render_past_the_flat_limit_is_routed_at_the_curve_s_lowest_point(model):
+    render = _photo(4).clone()
+    render[..., :80, :] = 0.5  # 80 of 128 rows one flat colour: more than half flat
+    assert 0.5 < float(flat_map(render).mean()) < 0.7
+    photo = _photo(4)
+    model.edge_table = _relative_table(0.5)
+    try:
+
+        def classes(x, t):
+            return model.infer(x, router="edge", mode="patches", tolerance=t).class_map
+
+        # the render: every tolerance routes as the lowest point of the curve (tolerance 0)
+        assert all(np.array_equal(classes(render, t), classes(render, 0.0)) for t in (0.5, 2.0))
+        # a photo is not held there: the knob still buys FLOPs on it
+        assert not np.array_equal(classes(photo, 2.0), classes(photo, 0.0))
+        limited = model.infer(render, router="edge", mode="patches", tolerance=2.0)
+        model.edge_table = _relative_table(1.0)  # no limit: the render is routed as a photo
+        free = model.infer(render, router="edge", mode="patches", tolerance=2.0)
+        assert free.flops_fraction < limited.flops_fraction
+        # the flat map is counted in the router's cost only where a limit needs it (off the
+        # energy map: a comparison and a mean; standalone: its own Laplacian too)
+        assert EdgeRouter().cost(model, 16) == 20 * 256
+        model.edge_table = _relative_table(0.5)
+        assert EdgeRouter().cost(model, 16) == (20 + FLAT_MACS_FROM_ENERGY) * 256
+        model.edge_table = replace(_relative_table(0.5), statistic="gradient-max")
+        assert EdgeRouter().cost(model, 16) == (18 + FLAT_MACS_PER_PIXEL) * 256
+    finally:
+        model.edge_table = None
+
+
+def test_the_flat_limit_is_recorded_and_checked(model, table):
+    assert table.flat_limit == 0.5  # calibrate's default
+    table = _relative_table(0.5)
+    assert EdgeTable.from_dict(table.to_dict()).flat_limit == 0.5
+    old = {k: v for k, v in table.to_dict().items() if k != "flat_limit"}
+    assert EdgeTable.from_dict(old).flat_limit == 1.0  # tables before: no limit
+    with pytest.raises(CheckpointError, match="flat_limit"):
+        EdgeTable.from_dict({**table.to_dict(), "flat_limit": 0.0})
+    pair = (torch.rand(1, 3, 32, 32), torch.rand(1, 3, 64, 64))
+    assert calibrate(model, [pair], bins=1, flat_limit=1.0).flat_limit == 1.0
+    for bad in (0.0, 1.5):
+        with pytest.raises(InputError, match="flat_limit"):
+            calibrate(model, [pair], flat_limit=bad)

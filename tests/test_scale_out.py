@@ -248,6 +248,43 @@ def test_band_engine_matches_infer_with_a_budget():
         path.unlink(missing_ok=True)
 
 
+def test_band_engine_prices_a_render_as_the_whole_image():
+    """A render's flat share is the whole image's: bands that are all flat, or all texture,
+    alone would be priced otherwise (the edge table's flat limit, docs/routing.md)."""
+    from dataclasses import replace
+
+    import torch
+
+    from classsr_core import load_model
+    from classsr_core.engine.bands import BandOptions, route
+    from classsr_core.io.images import Image, write_image
+    from classsr_core.io.streams import open_lr
+    from classsr_core.routing.edge import flat_map
+
+    model = load_model(MODEL, device="cpu")
+    rgb = cv2.imread(str(DEMO))[200:392, 100:260, ::-1].astype(np.float32) / 255
+    rgb[:120] = rgb[0, 0]  # the top 120 of 192 rows one flat colour
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"classsr-render-{os.getpid()}.png"
+    write_image(path, Image(rgb, None, False, 255))
+    table = model.router_states["edge"]
+    try:
+        source = open_lr(path)
+        x = torch.from_numpy(source.rgb(0, source.height)).permute(2, 0, 1)[None]
+        assert 0.5 < float(flat_map(x).mean()) < 0.7
+        routed = {}
+        for limit in (0.5, 1.0):
+            model.router_states["edge"] = replace(table, flat_limit=limit)
+            ref = model.infer(x, mode="regions", tolerance=0.5)
+            # routed in two parts: patch rows 0-3 (almost all flat) and 4-5 (texture)
+            _, classes = route(model, source, BandOptions(mode="regions", tolerance=0.5))
+            assert np.array_equal(classes, ref.class_map)
+            routed[limit] = ref.class_map
+        assert not np.array_equal(routed[0.5], routed[1.0])  # the limit holds this image
+    finally:
+        model.router_states["edge"] = table
+        path.unlink(missing_ok=True)
+
+
 def test_band_writer_fails_cleanly_mid_image(tmp_path):
     """An error upstream after some bands (a failed band, Ctrl-C) leaves no file and does not
     hang: the TIFF writer's thread used to wait for an end it had already taken."""

@@ -68,3 +68,25 @@ def test_photos_are_degraded_by_the_task_the_checkpoint_was_trained_for(tmp_path
     assert sr.name == "sr" and sr.scale == 4
     with pytest.raises(InputError, match="--task"):
         task_and_photos(SimpleNamespace(scale=1, checkpoint_meta={}), None, str(tmp_path))
+
+
+def test_the_sweep_feeds_8_bit_inputs(monkeypatch):
+    """The sweep judges the input an image file can hold, as `classsr calibrate` measures its
+    edge tables: unrounded float inputs carry detail no file does."""
+    from classsr_core.analysis.sweep import measure_images
+    from classsr_core.plugins.registry import lookup
+
+    torch.manual_seed(0)
+    model = ClassWrapper("fsrcnn", widths=[8, 16], scale=2, patch_size=16, stride=12)
+    seen = []
+    infer = model.infer
+
+    def spy(x, **options):
+        seen.append(x.detach().double() * 255)
+        return infer(x, **options)
+
+    monkeypatch.setattr(model, "infer", spy)
+    image = np.random.default_rng(0).random((40, 40, 3)).astype(np.float32)
+    measure_images(model, [image], lookup("tasks", "sr").factory(scale=2), [0.8])
+    assert len(seen) == 2  # argmax and the budget
+    assert all((s - s.round()).abs().max() < 1e-4 for s in seen)

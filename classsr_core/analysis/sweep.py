@@ -83,7 +83,9 @@ def measure_images(
     ``indices`` (default: all). Every image is degraded (the task's random stream runs
     through the whole list, in order), so that a share measures what the whole does.
     ``done``: called after each image (a progress bar's tick)."""
-    pairs = degraded_pairs(task, images)
+    # Rounded to 8-bit levels, as a degraded image read from disk is and as `classsr
+    # calibrate` measures the edge tables: unrounded inputs carry detail no file holds.
+    pairs = degraded_pairs(task, images, uint8=True)
     mode = default_mode(model, mode)  # the -O model runs the same executor
     device = next(model.parameters()).device
     settings = _settings(model, budgets, o_model, router, tolerances)

@@ -78,6 +78,14 @@ def add_parser(sub):
         "worst ones, rounded down) within twice the tolerance (default 0.05: 19 in 20; "
         "0: every image)",
     )
+    p.add_argument(
+        "--flat-limit",
+        type=float,
+        default=None,
+        help="an image with more than this share of flat pixels (a render: flat colour "
+        "fields, sharp edges) is routed at the tolerance curve's lowest point, whatever the "
+        "tolerance (default 0.5; 1: no limit)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--no-hr",
@@ -101,6 +109,7 @@ def run(args) -> int:
     from classsr_core.io.inputs import list_inputs
     from classsr_core.model.loading import load_model, save_model
     from classsr_core.routing.calibration import WORST_SHARE, calibrate
+    from classsr_core.routing.edge import FLAT_LIMIT
     from classsr_core.tasks import degraded_pairs
 
     if args.halo_loss is None:
@@ -150,6 +159,7 @@ def run(args) -> int:
         statistic=args.statistic,
         allocation=args.allocation,
         worst_share=WORST_SHARE if args.worst_share is None else args.worst_share,
+        flat_limit=FLAT_LIMIT if args.flat_limit is None else args.flat_limit,
     )
     # The router that keeps this kind of state (the registry says which: the one whose
     # ``state_type`` the table is), not a name assumed here.

@@ -158,7 +158,8 @@ def _concat(parts: list[Scores | None]) -> Scores | None:
     if all(s.probs is not None for s in parts):
         probs = torch.cat([s.probs for s in parts])
     if parts[0].whole is not None:  # a per-image choice: route as on the whole image
-        whole = parts[0].whole(np.concatenate([np.asarray(s.utility) for s in parts]))
+        cells = {k: np.concatenate([s.cells[k] for s in parts]) for k in parts[0].cells}
+        whole = parts[0].whole(np.concatenate([np.asarray(s.utility) for s in parts]), cells)
         whole.probs = probs
         return whole
     return Scores(
@@ -175,7 +176,10 @@ def _rows_of(scores: Scores | None, k0: int, k1: int) -> Scores | None:
         return None
     probs = None if scores.probs is None else scores.probs[k0:k1]
     utility = np.asarray(scores.utility)[k0:k1]
-    return Scores(scores.default[k0:k1], utility, probs, scores.tolerance_price, scores.whole)
+    cells = {k: v[k0:k1] for k, v in scores.cells.items()}
+    return Scores(
+        scores.default[k0:k1], utility, probs, scores.tolerance_price, scores.whole, cells
+    )
 
 
 def _route_rows(grid: PatchGrid, rows: int) -> list[tuple[int, int]]:

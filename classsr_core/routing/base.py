@@ -29,8 +29,11 @@ class Scores:
     calibrated against the widest branch: the price (utility per multiply-add per pixel)
     that keeps a ``tolerance`` in dB; ``None``: the router cannot honour ``tolerance=``.
     ``whole``: for routers whose choice on one patch depends on the whole image (a loss
-    budget per image): builds the whole image's Scores from its ``(N, M)`` utility, so a
-    caller that scored the image in parts (the band engine) routes as on the whole image.
+    budget per image): builds the whole image's Scores from its ``(N, M)`` utility and its
+    ``cells``, so a caller that scored the image in parts (the band engine) routes as on the
+    whole image. ``cells``: per-patch numbers ``{name: (N,)}`` that ``whole`` needs beside
+    the utility (the edge router: each patch's share of flat pixels); parts are joined
+    patch by patch.
     """
 
     def __init__(
@@ -39,13 +42,15 @@ class Scores:
         utility: np.ndarray | Callable[[], np.ndarray],
         probs: torch.Tensor | None = None,
         tolerance_price: Callable[[float], float] | None = None,
-        whole: Callable[[np.ndarray], Scores] | None = None,
+        whole: Callable[[np.ndarray, dict[str, np.ndarray]], Scores] | None = None,
+        cells: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.default = default
         self._utility = utility
         self.probs = probs
         self.tolerance_price = tolerance_price
         self.whole = whole
+        self.cells = cells or {}
 
     @property
     def utility(self) -> np.ndarray:

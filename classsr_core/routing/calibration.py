@@ -18,6 +18,7 @@ from classsr_core.errors import InputError
 from classsr_core.routing.edge import (
     ALLOCATIONS,
     DEFAULT_STATISTIC,
+    FLAT_LIMIT,
     EdgeTable,
     branch_pixel_costs,
     edge_scores,
@@ -44,6 +45,7 @@ def calibrate(
     statistic: str = DEFAULT_STATISTIC,
     allocation: str = "relative",
     worst_share: float = WORST_SHARE,
+    flat_limit: float = FLAT_LIMIT,
 ) -> EdgeTable:
     """Measure an :class:`EdgeTable` for ``model`` on ``(input, target)`` pairs of float
     tensors ``(1, C, h, w)`` / ``(1, C, h*scale, w*scale)`` in [0, 1] (images the model is
@@ -55,7 +57,8 @@ def calibrate(
     ``allocation="relative"`` (the default) gives each image a loss budget in proportion to
     its own expected error (a dB tolerance is relative); ``"price"``: one price for all.
     The curve's worst column leaves out the ``worst_share`` of the images that lose most
-    (rounded down; 0: none).
+    (rounded down; 0: none). An image more than ``flat_limit`` flat is routed at the curve's
+    lowest point (:attr:`EdgeTable.flat_limit`; 1: no limit).
     """
     if allocation not in ALLOCATIONS:
         raise InputError(f"unknown allocation {allocation!r}; choose one of {list(ALLOCATIONS)}")
@@ -67,6 +70,8 @@ def calibrate(
         raise InputError(f"tolerance_db must be 0 or more, got {tolerance_db}")
     if not (0 <= worst_share < 1):
         raise InputError(f"worst_share must be in [0, 1), got {worst_share}")
+    if not (0 < flat_limit <= 1):
+        raise InputError(f"flat_limit must be in (0, 1], got {flat_limit}; 1: no limit")
     p = int(model.patch_size)
     scores, errors = [], []
     for lr, hr in pairs:
@@ -96,6 +101,7 @@ def calibrate(
         allocation=allocation,
         branch_costs=tuple(float(c) for c in costs),
         worst_share=worst_share,
+        flat_limit=flat_limit,
     )
     if allocation == "relative":
         return table  # each image's price comes from its own scores

@@ -108,6 +108,22 @@ def energy_map(x: torch.Tensor) -> torch.Tensor:
 
 ENERGY_MACS_PER_PIXEL = 20  # per channel: 5 for the Laplacian, 1 to square; + the max
 
+# A pixel is flat when no channel's 4-neighbour Laplacian reaches half an 8-bit level: on an
+# image read from a file (levels k/255) exactly when all four neighbours equal it.
+FLAT_LEVEL = 0.5 / 255
+FLAT_MACS_PER_PIXEL = 16  # per channel: 5 for the Laplacian; + the comparison
+FLAT_MACS_FROM_ENERGY = 2  # the laplacian-energy map holds the Laplacian: compare, average
+FLAT_LIMIT = 0.5  # an image more than half flat is a render: see EdgeTable.flat_limit
+
+
+def flat_map(x: torch.Tensor) -> torch.Tensor:
+    """``(N, C, H, W)`` -> ``(N, H, W)``: 1.0 where the pixel is flat (:data:`FLAT_LEVEL`),
+    else 0.0 (borders replicated)."""
+    g = F.pad(x.float(), (1, 1, 1, 1), mode="replicate")
+    c = g[..., 1:-1, 1:-1]
+    lap = 4 * c - g[..., :-2, 1:-1] - g[..., 2:, 1:-1] - g[..., 1:-1, :-2] - g[..., 1:-1, 2:]
+    return (lap.abs().amax(dim=1) < FLAT_LEVEL).float()
+
 
 # name -> (per-pixel map, per-patch reduction, multiply-adds per pixel)
 STATISTICS = {
@@ -166,6 +182,14 @@ class EdgeTable:
     # The share of calibration images the curve's worst column leaves out (the worst ones;
     # calibration.WORST_SHARE). 0: none, as the tables written before the field.
     worst_share: float = 0.0
+    # A "relative" table routes an image whose share of flat pixels (:func:`flat_map`, the
+    # mean over its patches) exceeds this at the curve's lowest point, whatever the
+    # tolerance. Photos have sensor noise and texture (no calibration or holdout photo is
+    # past 0.26 flat: benchmarks/flat_shares.py); an image more than half flat is a render,
+    # flat colour fields with sharp edges, on which the table's estimates fail both ways
+    # and which no calibration photo is like (docs/routing.md, "Renders"). 1: no limit, as
+    # the tables written before the field.
+    flat_limit: float = 1.0
 
     def __post_init__(self) -> None:
         edges = np.asarray(self.edges, dtype=np.float64)
@@ -189,15 +213,23 @@ class EdgeTable:
                 f"edge table: unknown allocation {self.allocation!r} (known: "
                 f"{', '.join(ALLOCATIONS)}); this file needs a newer classsr"
             )
+        if not (0 < self.flat_limit <= 1):
+            raise CheckpointError(
+                f"edge table: flat_limit must be in (0, 1], got {self.flat_limit}; "
+                "calibrate it again"
+            )
 
-    def price_for(self, tolerance_db: float, *, pixel_costs=None, expected=None) -> float:
+    def price_for(
+        self, tolerance_db: float, *, pixel_costs=None, expected=None, flat_share=None
+    ) -> float:
         """The price for ``tolerance_db``: the highest calibrated point at which the
         held-out images lost at most ``tolerance_db`` on average and none more than twice
         that (a tolerance is a mean that no single image may blow: the worst is what a user
         notices), all but the ``worst_share`` of them that lose most; the lowest calibrated
-        point if none is. A "relative" table's point is a per-image loss budget, turned into
-        this image's price from its patches' ``expected`` errors (:meth:`expected_mse`) and
-        the branches' ``pixel_costs``."""
+        point if none is, or if the image's ``flat_share`` exceeds ``flat_limit``. A
+        "relative" table's point is a per-image loss budget, turned into this image's price
+        from its patches' ``expected`` errors (:meth:`expected_mse`) and the branches'
+        ``pixel_costs``."""
         if not self.curve:
             raise InputError(
                 "this model's edge table has no tolerance curve (it was calibrated before "
@@ -205,9 +237,10 @@ class EdgeTable:
                 "budget="
             )
         best = self.curve[0][0]
+        render = flat_share is not None and flat_share > self.flat_limit
         for point, mean, worst in self.curve:
-            if mean > tolerance_db or worst > 2 * tolerance_db:
-                break
+            if render or mean > tolerance_db or worst > 2 * tolerance_db:
+                break  # a render stays at the lowest point
             best = point
         if self.allocation == "price":
             return float(best)
@@ -234,7 +267,13 @@ class EdgeTable:
         return mse[bins]
 
     def route(
-        self, scores: np.ndarray, pixel_costs, price: float | None = None, *, expected=None
+        self,
+        scores: np.ndarray,
+        pixel_costs,
+        price: float | None = None,
+        *,
+        expected=None,
+        flat_share=None,
     ) -> np.ndarray:
         """Branch per patch minimising expected error + ``price`` x multiply-adds per pixel
         (default: the table's own tolerance)."""
@@ -244,7 +283,12 @@ class EdgeTable:
             price = (
                 self.price
                 if self.allocation == "price"
-                else self.price_for(self.tolerance_db, pixel_costs=pixel_costs, expected=expected)
+                else self.price_for(
+                    self.tolerance_db,
+                    pixel_costs=pixel_costs,
+                    expected=expected,
+                    flat_share=flat_share,
+                )
             )
         cost = np.asarray(pixel_costs, dtype=np.float64)[None, :]
         return np.argmin(expected + price * cost, axis=1)
@@ -262,6 +306,7 @@ class EdgeTable:
             "allocation": self.allocation,
             "branch_costs": list(self.branch_costs),
             "worst_share": self.worst_share,
+            "flat_limit": self.flat_limit,
         }
 
     @classmethod
@@ -279,6 +324,7 @@ class EdgeTable:
                 allocation=str(d.get("allocation", "price")),
                 branch_costs=tuple(float(v) for v in d.get("branch_costs", ())),
                 worst_share=float(d.get("worst_share", 0.0)),
+                flat_limit=float(d.get("flat_limit", 1.0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"unreadable edge table in the checkpoint ({exc})") from None
@@ -356,28 +402,58 @@ class EdgeRouter(Router):
                 )
 
     def cost(self, model, patch_size: int) -> float:
-        macs = STATISTICS[self.state(model).statistic][2]
+        table = self.state(model)
+        macs = STATISTICS[table.statistic][2] + _flat_macs(table)
         return float(macs * patch_size * patch_size)
 
     def score(self, run: Run) -> Scores:
         table = self.state(run.model)
         grid = run.grid
-        scores = edge_scores(run.lr, grid.ys, grid.xs, grid.patch_size, table.statistic)
-        return table_scores(table, table.expected_mse(scores), np.asarray(run.costs.per_pixel))
+        per_pixel, per_patch, _ = STATISTICS[table.statistic]
+        emap = per_pixel(run.lr)[0]
+        scores = per_patch(emap, grid.ys, grid.xs, grid.patch_size).numpy()
+        flat = None
+        if _flat_macs(table):
+            # The energy map is the squared Laplacian's largest channel: flat where it is
+            # below the level's square, without a second Laplacian.
+            fmap = (
+                (emap < FLAT_LEVEL**2).float()
+                if table.statistic == "laplacian-energy"
+                else flat_map(run.lr)[0]
+            )
+            flat = patch_scores(fmap, grid.ys, grid.xs, grid.patch_size).numpy()
+        costs = np.asarray(run.costs.per_pixel)
+        return table_scores(table, table.expected_mse(scores), costs, flat)
 
 
-def table_scores(table: EdgeTable, expected: np.ndarray, costs: np.ndarray) -> Scores:
-    """The router's view of an image whose patches' expected errors are ``expected``: its
-    default routing, minus the errors as utility, and the price per tolerance (a relative
-    table's depends on the whole image, so parts of one are re-scored whole)."""
-    default = table.route(None, costs, expected=expected)
+def _flat_macs(table: EdgeTable) -> int:
+    """Multiply-adds a pixel the flat share costs (0: the table sets no flat limit)."""
+    if table.allocation != "relative" or table.flat_limit >= 1:
+        return 0
+    return FLAT_MACS_FROM_ENERGY if table.statistic == "laplacian-energy" else FLAT_MACS_PER_PIXEL
+
+
+def table_scores(
+    table: EdgeTable, expected: np.ndarray, costs: np.ndarray, flat: np.ndarray | None = None
+) -> Scores:
+    """The router's view of an image whose patches' expected errors are ``expected`` (and
+    shares of flat pixels ``flat``): its default routing, minus the errors as utility, and
+    the price per tolerance (a relative table's depends on the whole image, so parts of one
+    are re-scored whole)."""
+    share = None if flat is None or len(flat) == 0 else float(np.mean(flat))
+    default = table.route(None, costs, expected=expected, flat_share=share)
     return Scores(
         torch.from_numpy(default),
         -expected,
-        tolerance_price=lambda t: table.price_for(t, pixel_costs=costs, expected=expected),
+        tolerance_price=lambda t: table.price_for(
+            t, pixel_costs=costs, expected=expected, flat_share=share
+        ),
         whole=None
         if table.allocation == "price"
-        else lambda utility: table_scores(table, -np.asarray(utility), costs),
+        else lambda utility, cells: table_scores(
+            table, -np.asarray(utility), costs, cells.get("flat")
+        ),
+        cells=None if flat is None else {"flat": flat},
     )
 
 
