@@ -42,6 +42,15 @@ EDGE_MACS_PER_PIXEL = 8  # luma: 3 multiply-adds; 4-neighbour Laplacian: 5
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as basicsr's rgb2ycbcr
 
 
+def laplacian(x: torch.Tensor) -> torch.Tensor:
+    """``(N, C, H, W)`` -> the 4-neighbour Laplacian of every channel, in float32, borders
+    replicated: the stencil the edge statistics and the flat map share."""
+    g = F.pad(x.float(), (1, 1, 1, 1), mode="replicate")
+    c = g[..., 1:-1, 1:-1]
+    lap = 4 * c - g[..., :-2, 1:-1] - g[..., 2:, 1:-1] - g[..., 1:-1, :-2] - g[..., 1:-1, 2:]
+    return lap
+
+
 def edge_map(x: torch.Tensor) -> torch.Tensor:
     """``(N, C, H, W)`` in [0, 1] -> ``(N, H, W)``: |4-neighbour Laplacian| of the luma
     (of the channel mean unless C is 3), borders replicated."""
@@ -49,10 +58,7 @@ def edge_map(x: torch.Tensor) -> torch.Tensor:
         g = (x * x.new_tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
     else:
         g = x.mean(1, keepdim=True)
-    g = F.pad(g.float(), (1, 1, 1, 1), mode="replicate")
-    c = g[..., 1:-1, 1:-1]
-    lap = 4 * c - g[..., :-2, 1:-1] - g[..., 2:, 1:-1] - g[..., 1:-1, :-2] - g[..., 1:-1, 2:]
-    return lap.abs()[:, 0]
+    return laplacian(g).abs()[:, 0]
 
 
 def patch_scores(emap: torch.Tensor, ys, xs, patch_size: int) -> torch.Tensor:
@@ -100,10 +106,7 @@ def energy_map(x: torch.Tensor) -> torch.Tensor:
     energy: what a network can add above bicubic lives there, and a squared error is a mean
     of squares too. Per channel, so that an edge between two colours of equal brightness,
     which a luma Laplacian does not see, counts."""
-    g = F.pad(x.float(), (1, 1, 1, 1), mode="replicate")
-    c = g[..., 1:-1, 1:-1]
-    lap = 4 * c - g[..., :-2, 1:-1] - g[..., 2:, 1:-1] - g[..., 1:-1, :-2] - g[..., 1:-1, 2:]
-    return lap.square().amax(dim=1)
+    return laplacian(x).square().amax(dim=1)
 
 
 ENERGY_MACS_PER_PIXEL = 20  # per channel: 5 for the Laplacian, 1 to square; + the max
@@ -119,10 +122,7 @@ FLAT_LIMIT = 0.5  # an image more than half flat is a render: see EdgeTable.flat
 def flat_map(x: torch.Tensor) -> torch.Tensor:
     """``(N, C, H, W)`` -> ``(N, H, W)``: 1.0 where the pixel is flat (:data:`FLAT_LEVEL`),
     else 0.0 (borders replicated)."""
-    g = F.pad(x.float(), (1, 1, 1, 1), mode="replicate")
-    c = g[..., 1:-1, 1:-1]
-    lap = 4 * c - g[..., :-2, 1:-1] - g[..., 2:, 1:-1] - g[..., 1:-1, :-2] - g[..., 1:-1, 2:]
-    return (lap.abs().amax(dim=1) < FLAT_LEVEL).float()
+    return (laplacian(x).abs().amax(dim=1) < FLAT_LEVEL).float()
 
 
 # name -> (per-pixel map, per-patch reduction, multiply-adds per pixel)
