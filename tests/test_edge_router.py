@@ -304,26 +304,8 @@ def test_image_price_spends_the_image_s_allowance_and_no_more():
 
 
 def test_the_tolerance_knob_buys_flops_step_by_step(model):
-    # A hand-made relative table (the fixture's random branches gain nothing to trade):
-    # cheaper branches lose more on busier patches; the held-out curve holds each budget.
-    edges = (0.001, 0.01, 0.05)
-    mse = (
-        (1.02e-4, 1.01e-4, 1e-4),
-        (6e-4, 5.5e-4, 5e-4),
-        (3e-3, 2.4e-3, 2e-3),
-        (0.024, 0.012, 0.008),
-    )
-    curve = tuple((t, t, 1.5 * t) for t in np.geomspace(1e-3, 3, 40))
-    model.edge_table = EdgeTable(
-        edges,
-        mse,
-        0.0,
-        0.05,
-        statistic="laplacian-energy",
-        curve=curve,
-        interpolate=True,
-        allocation="relative",
-    )
+    # A hand-made relative table (the fixture's random branches gain nothing to trade).
+    model.edge_table = _relative_table(1.0)
     x = _photo(4)
     fractions = [
         model.infer(x, router="edge", mode="patches", tolerance=t).flops_fraction
@@ -446,7 +428,7 @@ def test_flat_map_marks_pixels_whose_four_neighbours_equal_them():
 
 
 def _relative_table(flat_limit: float) -> EdgeTable:
-    # The knob test's hand-made table: cheaper branches lose more on busier patches.
+    # Cheaper branches lose more on busier patches; the held-out curve holds each budget.
     mse = (
         (1.02e-4, 1.01e-4, 1e-4),
         (6e-4, 5.5e-4, 5e-4),
